@@ -1,0 +1,274 @@
+"""Typed, keyword-only configuration, with every setting also readable from ``POOLWATCH_*``.
+
+Precedence: an explicit keyword argument, then the environment variable, then the default.
+A bad value raises ``ValueError`` at ``instrument()`` time, naming the setting and what it
+accepts, so a typo fails at startup rather than silently turning monitoring off.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+__all__ = [
+    "DEFAULT_OPERATION_BUCKETS",
+    "DEFAULT_POOL_BUCKETS",
+    "UNSET",
+    "Settings",
+    "resolve_settings",
+]
+
+
+class _Unset:
+    """Marks a keyword the caller did not pass, so the environment may supply it."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+# Resolves 1 ms up to the default pool_timeout (30 s) and beyond it, so a timed-out wait
+# (which lasts slightly longer than pool_timeout) lands in a finite bucket.
+DEFAULT_POOL_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+# The OpenTelemetry semantic conventions' advice for db.client.operation.duration.
+DEFAULT_OPERATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+)  # fmt: skip
+
+_LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_RESERVED_LABELS = frozenset(
+    {
+        "db_client_connection_pool_name",
+        "db_client_connection_state",
+        "db_system_name",
+        "db_operation_name",
+        "db_query_summary",
+        "error_type",
+        "kind",
+        "reason",
+        "component",
+        "job",
+        "instance",
+        "le",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Resolved configuration for one ``instrument()`` call."""
+
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    addr: str = "0.0.0.0"
+    leak_threshold: float | None = None
+    leak_stacks: bool = True
+    slow_query_threshold: float | None = None
+    statement_metrics: bool = True
+    max_query_summaries: int = 100
+    pool_buckets: tuple[float, ...] = DEFAULT_POOL_BUCKETS
+    operation_buckets: tuple[float, ...] = DEFAULT_OPERATION_BUCKETS
+    prometheus: bool = True
+    tracing: bool = False
+    wait_span_threshold: float = 0.001
+    exemplars: bool = True
+
+
+# Settings that have an environment variable; ``name`` and ``labels`` too, so a container can
+# be configured without code changes.
+_ENV_SETTINGS: Final = tuple(f.name for f in fields(Settings))
+
+
+def _env_name(setting: str) -> str:
+    return "POOLWATCH_" + setting.upper()
+
+
+def _fail(setting: str, value: object, accepts: str, source: str) -> ValueError:
+    return ValueError(f"poolwatch: invalid {source}={value!r}; {setting} {accepts}")
+
+
+def _parse_bool(setting: str, raw: object, source: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+    raise _fail(setting, raw, "accepts true/false (1/0, yes/no, on/off)", source)
+
+
+def _parse_seconds(setting: str, raw: object, source: str, *, optional: bool) -> float | None:
+    accepts = "accepts a number of seconds > 0" + (" or 'off'" if optional else "")
+    if raw is None and optional:
+        return None
+    if isinstance(raw, str):
+        if optional and raw.strip().lower() in ("", "off", "none", "false"):
+            return None
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise _fail(setting, raw, accepts, source) from None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise _fail(setting, raw, accepts, source)
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise _fail(setting, raw, accepts, source)
+    return value
+
+
+def _parse_nonneg_seconds(setting: str, raw: object, source: str) -> float:
+    accepts = "accepts a number of seconds >= 0"
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise _fail(setting, raw, accepts, source) from None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise _fail(setting, raw, accepts, source)
+    if not math.isfinite(raw) or raw < 0:
+        raise _fail(setting, raw, accepts, source)
+    return float(raw)
+
+
+def _parse_int(setting: str, raw: object, source: str, low: int, high: int) -> int:
+    accepts = f"accepts a whole number from {low} to {high}"
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.strip())
+        except ValueError:
+            raise _fail(setting, raw, accepts, source) from None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise _fail(setting, raw, accepts, source)
+    return raw
+
+
+def _parse_port(setting: str, raw: object, source: str) -> int | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "off")):
+        return None
+    return _parse_int(setting, raw, source, 1, 65535)
+
+
+def _parse_str(setting: str, raw: object, source: str, *, optional: bool) -> str | None:
+    if raw is None and optional:
+        return None
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 200:
+        raise _fail(setting, raw, "accepts a non-empty string of at most 200 characters", source)
+    return raw.strip()
+
+
+def _parse_labels(setting: str, raw: object, source: str) -> dict[str, str]:
+    accepts = (
+        "accepts a mapping of label names ([a-zA-Z_][a-zA-Z0-9_]*, not reserved) to string "
+        "values, or 'k=v,k2=v2' in the environment"
+    )
+    if raw is None:
+        return {}
+    items: list[tuple[object, object]]
+    if isinstance(raw, str):
+        items = []
+        for part in raw.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise _fail(setting, raw, accepts, source)
+            items.append((key.strip(), value.strip()))
+    elif isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        raise _fail(setting, raw, accepts, source)
+    out: dict[str, str] = {}
+    for key, value in items:
+        if (
+            not isinstance(key, str)
+            or not key
+            or key[0].isdigit()
+            or key.startswith("__")
+            or not set(key) <= _LABEL_NAME_CHARS
+            or key in _RESERVED_LABELS
+            or not isinstance(value, str)
+        ):
+            raise _fail(setting, raw, accepts, source)
+        out[key] = value
+    return out
+
+
+def _parse_buckets(setting: str, raw: object, source: str) -> tuple[float, ...]:
+    accepts = "accepts an increasing sequence of positive finite seconds, e.g. 0.001,0.01,0.1,1"
+    if isinstance(raw, str):
+        try:
+            raw = [float(p) for p in raw.split(",") if p.strip()]
+        except ValueError:
+            raise _fail(setting, raw, accepts, source) from None
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise _fail(setting, raw, accepts, source)
+    values: list[float] = []
+    for v in raw:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _fail(setting, raw, accepts, source)
+        values.append(float(v))
+    if any(not math.isfinite(v) or v <= 0 for v in values) or any(
+        b <= a for a, b in zip(values, values[1:])
+    ):
+        raise _fail(setting, raw, accepts, source)
+    return tuple(values)
+
+
+def _parse(setting: str, raw: object, source: str) -> Any:
+    if setting == "name":
+        return _parse_str(setting, raw, source, optional=True)
+    if setting == "addr":
+        return _parse_str(setting, raw, source, optional=False)
+    if setting == "labels":
+        return _parse_labels(setting, raw, source)
+    if setting == "port":
+        return _parse_port(setting, raw, source)
+    if setting in ("leak_threshold", "slow_query_threshold"):
+        return _parse_seconds(setting, raw, source, optional=True)
+    if setting == "wait_span_threshold":
+        return _parse_nonneg_seconds(setting, raw, source)
+    if setting == "max_query_summaries":
+        return _parse_int(setting, raw, source, 1, 10_000)
+    if setting in ("pool_buckets", "operation_buckets"):
+        return _parse_buckets(setting, raw, source)
+    if setting in ("leak_stacks", "statement_metrics", "prometheus", "tracing", "exemplars"):
+        return _parse_bool(setting, raw, source)
+    raise AssertionError(setting)  # pragma: no cover - every field is handled above
+
+
+def resolve_settings(
+    overrides: Mapping[str, object], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build :class:`Settings` from keyword overrides (``UNSET`` = not given) and the environment."""
+    env = os.environ if environ is None else environ
+    known = set(_ENV_SETTINGS)
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"poolwatch: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for setting in _ENV_SETTINGS:
+        given = overrides.get(setting, UNSET)
+        if given is not UNSET:
+            values[setting] = _parse(setting, given, setting)
+            continue
+        raw = env.get(_env_name(setting))
+        if raw is not None:
+            values[setting] = _parse(setting, raw, _env_name(setting))
+    return Settings(**values)

@@ -1,0 +1,47 @@
+"""Errors inside poolwatch: logged once in a while, counted, and never raised into the app."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+__all__ = ["ErrorReporter", "logger"]
+
+logger = logging.getLogger("poolwatch")
+
+# One log record per component and pool per interval: an error on the hot path would otherwise
+# log on every checkout and become the outage.
+LOG_INTERVAL_SECONDS = 60.0
+
+
+class ErrorReporter:
+    """Counts internal errors per component; the metrics backends export the counts."""
+
+    def __init__(self, pool_name: str) -> None:
+        self.pool_name = pool_name
+        self.counts: dict[str, int] = {}
+        self._last_logged: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def report(self, component: str, exc: BaseException) -> None:
+        try:
+            now = time.monotonic()
+            with self._lock:
+                self.counts[component] = self.counts.get(component, 0) + 1
+                last = self._last_logged.get(component)
+                should_log = last is None or now - last >= LOG_INTERVAL_SECONDS
+                if should_log:
+                    self._last_logged[component] = now
+            if should_log:
+                logger.error(
+                    "poolwatch: internal error in %s for pool %r (the application is not affected;"
+                    " further errors of this kind are counted in "
+                    "poolwatch_instrumentation_errors_total and logged at most every %.0f s)",
+                    component,
+                    self.pool_name,
+                    LOG_INTERVAL_SECONDS,
+                    exc_info=exc,
+                )
+        except Exception:  # noqa: BLE001 - the reporter itself must never raise
+            pass

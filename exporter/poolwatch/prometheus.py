@@ -1,0 +1,344 @@
+"""Prometheus backend: the contract's metric names on a prometheus_client registry.
+
+Histograms and counters are prometheus_client's own metric objects, with each pool's label
+children resolved once. Gauges are produced at scrape time by a collector that reads each pool's
+:class:`~poolwatch.state.PoolState`, so the hot path never updates a gauge.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .state import PoolState
+from .tracker import Recorder
+
+__all__ = ["PrometheusMetrics", "PrometheusTracker", "metrics_for"]
+
+POOL_LABEL = "db_client_connection_pool_name"
+STATE_LABEL = "db_client_connection_state"
+
+Exemplar = Callable[[], "dict[str, str] | None"]
+
+
+class PrometheusMetrics:
+    """The metric objects of one registry, shared by every pool instrumented into it.
+
+    Label names are fixed when the first pool is instrumented into a registry: later pools may
+    leave a user label out (it is exported empty, which Prometheus treats as absent) but may not
+    add a new one.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        extra_labels: Sequence[str],
+        pool_buckets: Sequence[float],
+        operation_buckets: Sequence[float],
+    ) -> None:
+        self.registry = registry
+        self.extra_labels = tuple(extra_labels)
+        self.pool_buckets = tuple(pool_buckets)
+        self.operation_buckets = tuple(operation_buckets)
+        base = (POOL_LABEL, *self.extra_labels)
+        self.base_labels = base
+        self.wait_time = Histogram(
+            "db_client_connection_wait_time_seconds",
+            "Time from asking the pool for a connection to getting one (or timing out).",
+            base, buckets=self.pool_buckets, registry=registry,
+        )  # fmt: skip
+        self.use_time = Histogram(
+            "db_client_connection_use_time_seconds",
+            "Time a connection was held, from checkout to checkin.",
+            base, buckets=self.pool_buckets, registry=registry,
+        )  # fmt: skip
+        self.create_time = Histogram(
+            "db_client_connection_create_time_seconds",
+            "Time to open a new DBAPI connection (including the dialect's on-connect set-up).",
+            base, buckets=self.pool_buckets, registry=registry,
+        )  # fmt: skip
+        self.timeouts = Counter(
+            "db_client_connection_timeouts",
+            "Checkouts that gave up waiting for a connection (the pool raised its timeout error).",
+            base, registry=registry,
+        )  # fmt: skip
+        self.operation_duration = Histogram(
+            "db_client_operation_duration_seconds",
+            "Duration of statement executions.",
+            (*base, "db_system_name", "db_operation_name", "db_query_summary", "error_type"),
+            buckets=self.operation_buckets, registry=registry,
+        )  # fmt: skip
+        self.connection_errors = Counter(
+            "poolwatch_connection_errors",
+            "Checkouts that failed with an error other than a timeout, usually because the "
+            "database refused or dropped new connections.",
+            (*base, "error_type"), registry=registry,
+        )  # fmt: skip
+        self.invalidations = Counter(
+            "poolwatch_connection_invalidations",
+            "Connections invalidated, by kind (hard, soft, pre_ping) and reason (exception type).",
+            (*base, "kind", "reason"), registry=registry,
+        )  # fmt: skip
+        self.leaks = Counter(
+            "poolwatch_connection_leaks",
+            "Connections seen held longer than the leak threshold.",
+            base, registry=registry,
+        )  # fmt: skip
+        self.summaries_folded = Counter(
+            "poolwatch_query_summaries_folded",
+            "Statements counted under db_query_summary=\"other\" because the cap was reached.",
+            base, registry=registry,
+        )  # fmt: skip
+        self.collector = PoolStateCollector(self.base_labels)
+        registry.register(self.collector)
+
+    def label_values(self, name: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+        unknown = set(labels) - set(self.extra_labels)
+        if unknown:
+            raise ValueError(
+                f"poolwatch: labels={dict(labels)!r} adds label(s) {sorted(unknown)} that the pools "
+                f"already instrumented into this registry do not have ({list(self.extra_labels)}); "
+                "labels accepts the same label names for every pool of one registry (values may "
+                "differ, and a name may be left out)"
+            )
+        return (name, *(labels.get(k, "") for k in self.extra_labels))
+
+
+_metrics_lock = threading.Lock()
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def metrics_for(
+    registry: CollectorRegistry | None,
+    extra_labels: Iterable[str],
+    pool_buckets: Sequence[float],
+    operation_buckets: Sequence[float],
+) -> PrometheusMetrics:
+    reg = REGISTRY if registry is None else registry
+    with _metrics_lock:
+        existing = _metrics.get(reg)
+        if existing is None:
+            existing = PrometheusMetrics(reg, sorted(extra_labels), pool_buckets, operation_buckets)
+            _metrics[reg] = existing
+        return existing
+
+
+class PoolStateCollector(Collector):
+    """Gauges computed from each pool's state at scrape time."""
+
+    def __init__(self, base_labels: Sequence[str]) -> None:
+        self.base_labels = list(base_labels)
+        self._pools: dict[str, tuple[PoolState, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, state: PoolState, label_values: tuple[str, ...]) -> None:
+        with self._lock:
+            self._pools[state.name] = (state, label_values)
+
+    def remove(self, state: PoolState) -> None:
+        with self._lock:
+            if self._pools.get(state.name, (None,))[0] is state:
+                del self._pools[state.name]
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so the registry can reject a clash with another collector.
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
+        base = self.base_labels
+        return (
+            GaugeMetricFamily(
+                "db_client_connection_count",
+                "Connections open now, by state (used = checked out, idle = open in the pool).",
+                labels=[*base, STATE_LABEL],
+            ),
+            GaugeMetricFamily(
+                "db_client_connection_max",
+                "Most connections the pool may open (QueuePool: pool_size + max_overflow).",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "db_client_connection_idle_max",
+                "Most idle connections the pool keeps (QueuePool: pool_size).",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "db_client_connection_idle_min",
+                "Fewest idle connections the pool keeps (psycopg_pool: min_size).",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "db_client_connection_pending_requests",
+                "Callers waiting for a connection right now.",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "poolwatch_connection_wait_longest_seconds",
+                "How long the caller that has waited longest so far has been waiting (0 if none).",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "poolwatch_connections_leaked",
+                "Connections checked out for longer than the leak threshold right now.",
+                labels=base,
+            ),
+            GaugeMetricFamily(
+                "poolwatch_pool_info",
+                "The pool's configuration (value is always 1).",
+                labels=[
+                    *base, "pool_class", "pool_size", "max_overflow", "timeout", "recycle",
+                    "pre_ping",
+                ],
+            ),  # fmt: skip
+            CounterMetricFamily(
+                "poolwatch_instrumentation_errors",
+                "Errors inside poolwatch itself, by component; the application was not affected.",
+                labels=[*base, "component"],
+            ),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        count, cmax, idle_max, idle_min, pending, longest, leaked, info, errors = families
+        with self._lock:
+            pools = list(self._pools.values())
+        for state, values in pools:
+            try:
+                snap = state.snapshot()
+            except Exception as e:  # noqa: BLE001 - a broken pool must not break the scrape
+                state.errors.report("collect", e)
+            else:
+                lim = snap.limits
+                count.add_metric([*values, "used"], snap.used)
+                count.add_metric([*values, "idle"], snap.idle)
+                if lim.max is not None:
+                    cmax.add_metric(list(values), lim.max)
+                if lim.idle_max is not None:
+                    idle_max.add_metric(list(values), lim.idle_max)
+                if lim.idle_min is not None:
+                    idle_min.add_metric(list(values), lim.idle_min)
+                pending.add_metric(list(values), snap.pending)
+                longest.add_metric(list(values), snap.longest_wait)
+                leaked.add_metric(list(values), snap.leaked)
+                info.add_metric(
+                    [*values, lim.pool_class, _fmt(lim.pool_size), _fmt(lim.max_overflow),
+                     _fmt(lim.timeout), _fmt(lim.recycle), _fmt(lim.pre_ping)],
+                    1,
+                )  # fmt: skip
+            for component, n in list(state.errors.counts.items()):
+                errors.add_metric([*values, component], n)
+        return list(families)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class PrometheusTracker:
+    """One pool's view of a :class:`PrometheusMetrics`: children resolved once."""
+
+    def __init__(
+        self,
+        metrics: PrometheusMetrics,
+        state: PoolState,
+        labels: Mapping[str, str],
+        db_system: str,
+        exemplar: Exemplar | None = None,
+    ) -> None:
+        self._m = metrics
+        self._state = state
+        self._values = metrics.label_values(state.name, labels)
+        self._db_system = db_system
+        self._exemplar = exemplar
+        values = self._values
+        self._wait = metrics.wait_time.labels(*values)
+        self._use = metrics.use_time.labels(*values)
+        self._create = metrics.create_time.labels(*values)
+        self._timeouts = metrics.timeouts.labels(*values)
+        self._leaks = metrics.leaks.labels(*values)
+        self._folded = metrics.summaries_folded.labels(*values)
+        self.use: Recorder = self._use.observe
+        self.wait: Recorder = self._with_exemplar(self._wait.observe)
+        metrics.collector.add(state, values)
+
+    def _with_exemplar(self, observe: Callable[..., None]) -> Recorder:
+        exemplar = self._exemplar
+        if exemplar is None:
+            return observe
+
+        def record(seconds: float) -> None:
+            observe(seconds, exemplar())
+
+        return record
+
+    def created(self, seconds: float) -> None:
+        self._create.observe(seconds)
+
+    def timed_out(self) -> None:
+        self._timeouts.inc()
+
+    def connection_error(self, error_type: str) -> None:
+        self._m.connection_errors.labels(*self._values, error_type).inc()
+
+    def invalidated(self, kind: str, reason: str) -> None:
+        self._m.invalidations.labels(*self._values, kind, reason).inc()
+
+    def leak_detected(self) -> None:
+        self._leaks.inc()
+
+    def statement(self, operation: str, summary: str) -> Recorder:
+        child = self._m.operation_duration.labels(
+            *self._values, self._db_system, operation, summary, ""
+        )
+        return self._with_exemplar(child.observe)
+
+    def statement_failed(self, operation: str, summary: str, error_type: str, seconds: float) -> None:
+        child = self._m.operation_duration.labels(
+            *self._values, self._db_system, operation, summary, error_type
+        )
+        ex = self._exemplar() if self._exemplar is not None else None
+        child.observe(seconds, ex)
+
+    def summary_folded(self) -> None:
+        self._folded.inc()
+
+    def close(self) -> None:
+        m = self._m
+        m.collector.remove(self._state)
+        mine = dict(zip(m.base_labels, self._values))
+        for metric in (
+            m.wait_time, m.use_time, m.create_time, m.timeouts, m.operation_duration,
+            m.connection_errors, m.invalidations, m.leaks, m.summaries_folded,
+        ):  # fmt: skip
+            _remove_matching(metric, mine)
+
+
+def _remove_matching(metric: Any, labels: Mapping[str, str]) -> None:
+    metric.remove_by_labels(labels) if _has_partial_remove(metric) else _remove_exact(metric, labels)
+
+
+def _has_partial_remove(metric: Any) -> bool:
+    # remove_by_labels matches on a subset of labels from prometheus_client 0.22 on.
+    return hasattr(metric, "remove_by_labels")
+
+
+def _remove_exact(metric: Any, labels: Mapping[str, str]) -> None:
+    names = metric._labelnames
+    with metric._lock:
+        for key in list(metric._metrics):
+            if all(key[names.index(k)] == v for k, v in labels.items()):
+                del metric._metrics[key]

@@ -1,0 +1,282 @@
+"""SQLAlchemy pool instrumentation: event listeners plus a wrapper around ``pool.connect``.
+
+SQLAlchemy fires no event before a checkout, so waits, waiting callers and timeouts can only be
+seen by wrapping the pool's public ``connect()``; ``engine.dispose()`` swaps in a new pool, which
+is wrapped again from the ``engine_disposed`` event. Everything else comes from pool events.
+
+Gauges never drift because they are not counters: ``used`` is the set of checked-out records
+(added by the wrapper, removed by ``checkin``/``detach``) and ``idle`` is the set of records with
+an open connection (added by ``connect``, removed by ``close``/``detach``) minus the used ones.
+``checkin`` fires before the record is back in the queue and ``invalidate``/``detach`` fire no
+checkin; each is accounted for where it happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
+
+from .error_types import classify_error
+from .guard import logger
+from .leaks import LeakDetector
+from .state import PoolLimits, PoolState
+from .tracker import PoolTracker
+
+__all__ = ["PoolInstrumentation", "pool_limits"]
+
+_INVALIDATION_REASONS_MAX = 20
+
+
+def pool_limits(pool: Pool) -> PoolLimits:
+    """The pool's configuration. Private attributes are read defensively: absent means unknown."""
+    cls = type(pool).__name__
+    recycle = getattr(pool, "_recycle", None)
+    common: dict[str, Any] = {
+        "pool_class": cls,
+        "recycle": None if recycle is None or recycle < 0 else float(recycle),
+        "pre_ping": getattr(pool, "_pre_ping", None),
+    }
+    if isinstance(pool, QueuePool):
+        size = pool.size()
+        max_overflow = getattr(pool, "_max_overflow", None)
+        bounded = max_overflow is not None and max_overflow >= 0
+        return PoolLimits(
+            max=size + max_overflow if bounded and max_overflow is not None else None,
+            idle_max=size if size > 0 else None,
+            timeout=pool.timeout(),
+            pool_size=size,
+            max_overflow=max_overflow,
+            **common,
+        )
+    if isinstance(pool, StaticPool):
+        return PoolLimits(max=1, idle_max=1, **common)
+    if isinstance(pool, SingletonThreadPool):
+        size = getattr(pool, "size", None)
+        return PoolLimits(pool_size=size if isinstance(size, int) else None, **common)
+    if isinstance(pool, NullPool):
+        return PoolLimits(idle_max=0, **common)
+    return PoolLimits(**common)
+
+
+class PoolInstrumentation:
+    """Keeps one engine's :class:`PoolState` and feeds its :class:`PoolTracker`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        state: PoolState,
+        tracker: PoolTracker,
+        *,
+        leaks: LeakDetector | None,
+        on_wait: Callable[[float, float, BaseException | None], None] | None = None,
+    ) -> None:
+        # Weak: the application owns the engine; dropping it must free it and its connections.
+        self._engine = weakref.ref(engine)
+        self.state = state
+        self.tracker = tracker
+        self.leaks = leaks
+        # Called after every checkout with (start, end, error) when tracing wants wait spans.
+        self.on_wait = on_wait
+        self._listeners: list[tuple[str, Callable[..., Any]]] = []
+        self._wrapped: list[weakref.ref[Pool]] = []
+        self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
+        self._lock = threading.Lock()
+        self._active = False
+        self._reasons: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def install(self) -> None:
+        with self._lock:
+            if self._active:
+                return
+            self._active = True
+            engine = self._engine()
+            if engine is None:
+                return
+            self.state.limits = self.limits
+            self._listen(engine, "checkin", self._on_checkin)
+            self._listen(engine, "connect", self._on_connect)
+            self._listen(engine, "close", self._on_close)
+            self._listen(engine, "detach", self._on_detach)
+            self._listen(engine, "invalidate", self._on_invalidate)
+            self._listen(engine, "soft_invalidate", self._on_soft_invalidate)
+            self._listen(engine, "engine_disposed", self._on_engine_disposed)
+            self._wrap(engine.pool)
+
+    def uninstall(self) -> None:
+        with self._lock:
+            if not self._active:
+                return
+            self._active = False
+            engine = self._engine()
+            for name, fn in self._listeners:
+                try:
+                    if engine is not None and event.contains(engine, name, fn):
+                        event.remove(engine, name, fn)
+                except Exception as e:  # noqa: BLE001
+                    self.state.errors.report("uninstrument", e)
+            self._listeners.clear()
+            for ref in self._wrapped:
+                pool = ref()
+                # Only undo our own wrapper; if something wrapped it after us, ours stays in
+                # place but inert (``_active`` is False).
+                if pool is not None and getattr(pool.__dict__.get("connect"), "_poolwatch", None) is self:
+                    del pool.__dict__["connect"]
+            self._wrapped.clear()
+
+    def limits(self) -> PoolLimits:
+        pool = self._pool()
+        return pool_limits(pool) if pool is not None else PoolLimits(pool_class="")
+
+    def _listen(self, target: Engine, name: str, fn: Callable[..., Any]) -> None:
+        event.listen(target, name, fn)
+        self._listeners.append((name, fn))
+
+    # -- the checkout path ------------------------------------------------------------------
+    def _wrap(self, pool: Pool) -> None:
+        self._pool = weakref.ref(pool)
+        if any(ref() is pool for ref in self._wrapped):
+            return
+        connect = pool.connect
+        state = self.state
+        waiting = state.waiting
+        checked_out = state.checked_out
+        tracker = self.tracker
+        errors = state.errors
+        perf_counter = time.perf_counter
+        instrumentation = self
+        timeout_error = sa_exc.TimeoutError
+
+        def poolwatch_connect() -> Any:
+            if not instrumentation._active:
+                return connect()
+            t0 = perf_counter()
+            waiting.append(t0)
+            try:
+                fairy = connect()
+            except timeout_error as e:
+                instrumentation._checkout_failed(t0, e, timed_out=True)
+                raise
+            except BaseException as e:
+                instrumentation._checkout_failed(t0, e, timed_out=False)
+                raise
+            t1 = perf_counter()
+            try:
+                waiting.remove(t0)
+                tracker.wait(t1 - t0)
+                checked_out.setdefault(fairy._connection_record, t1)
+                if instrumentation.leaks is not None:
+                    instrumentation.leaks.checked_out(fairy._connection_record)
+                if instrumentation.on_wait is not None:
+                    instrumentation.on_wait(t0, t1, None)
+            except Exception as e:  # noqa: BLE001 - never into the application
+                errors.report("checkout", e)
+            return fairy
+
+        poolwatch_connect.__wrapped__ = connect  # type: ignore[attr-defined]
+        poolwatch_connect._poolwatch = self  # type: ignore[attr-defined]
+        pool.connect = poolwatch_connect  # type: ignore[method-assign]
+        self._wrapped.append(weakref.ref(pool))
+
+    def _checkout_failed(self, t0: float, error: BaseException, *, timed_out: bool) -> None:
+        t1 = time.perf_counter()
+        try:
+            self.state.waiting.remove(t0)
+            if timed_out:
+                self.tracker.wait(t1 - t0)
+                self.tracker.timed_out()
+            elif isinstance(error, Exception):
+                self.tracker.connection_error(classify_error(error))
+            if self.on_wait is not None:
+                self.on_wait(t0, t1, error)
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("checkout", e)
+
+    # -- pool events --------------------------------------------------------------------------
+    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        try:
+            t0 = self.state.checked_out.pop(record, None)
+            if t0 is not None:
+                self.tracker.use(time.perf_counter() - t0)
+            if self.state.orphans and record in self.state.orphans:
+                # Returned to a pool the engine no longer uses: it is closed when that pool is
+                # garbage collected, and is not ours to count any more.
+                self.state.orphans.discard(record)
+                self.state.live.discard(record)
+            if self.leaks is not None:
+                self.leaks.checked_in(record, t0)
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("checkin", e)
+
+    def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
+        try:
+            self.state.live.add(record)
+            # last_connect_time is set just before the DBAPI connect call; this listener runs
+            # after it (and after the dialect's own on-connect set-up, which is part of making
+            # a usable connection).
+            started = record.last_connect_time
+            if started:
+                self.tracker.created(max(0.0, time.time() - started))
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("connect", e)
+
+    def _on_close(self, dbapi_connection: Any, record: Any) -> None:
+        try:
+            self.state.live.discard(record)
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("close", e)
+
+    def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
+        try:
+            self.state.live.discard(record)
+            t0 = self.state.checked_out.pop(record, None)
+            if t0 is not None:
+                self.tracker.use(time.perf_counter() - t0)
+            if self.leaks is not None:
+                self.leaks.checked_in(record, t0)
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("detach", e)
+
+    def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        try:
+            kind = "pre_ping" if isinstance(exception, sa_exc.InvalidatePoolError) else "hard"
+            self.tracker.invalidated(kind, self._reason(exception))
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("invalidate", e)
+
+    def _on_soft_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        try:
+            self.tracker.invalidated("soft", self._reason(exception))
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("invalidate", e)
+
+    def _reason(self, exception: BaseException | None) -> str:
+        if exception is None:
+            return "none"
+        reason = classify_error(exception)
+        if reason in self._reasons:
+            return reason
+        if len(self._reasons) >= _INVALIDATION_REASONS_MAX:
+            return "other"
+        self._reasons.add(reason)
+        return reason
+
+    def _on_engine_disposed(self, engine: Engine) -> None:
+        try:
+            self.state.disown_current_records()
+            with self._lock:
+                if self._active:
+                    self._wrap(engine.pool)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("poolwatch: following the new pool of %r", self.state.name)
+        except Exception as e:  # noqa: BLE001
+            self.state.errors.report("dispose", e)

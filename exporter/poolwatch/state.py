@@ -1,0 +1,89 @@
+"""What one pool is doing right now, kept by the listeners and read by the metrics backends.
+
+The hot path only touches a dict and a list, each a single C-level call that is atomic under
+the GIL; gauges are computed from this state when a backend collects, so a checkout never pays
+for them.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .guard import ErrorReporter
+
+__all__ = ["PoolLimits", "PoolSnapshot", "PoolState"]
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The pool's configuration; ``None`` where the pool has no such setting."""
+
+    pool_class: str
+    max: int | None = None
+    idle_max: int | None = None
+    idle_min: int | None = None
+    timeout: float | None = None
+    recycle: float | None = None
+    pre_ping: bool | None = None
+    pool_size: int | None = None
+    max_overflow: int | None = None
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    used: int
+    idle: int
+    pending: int
+    longest_wait: float
+    leaked: int
+    limits: PoolLimits
+
+
+class PoolState:
+    """The truth about one named pool across its generations (``engine.dispose()`` swaps pools).
+
+    ``checked_out`` maps each checked-out connection record to its checkout time; ``live`` holds
+    the records whose DBAPI connection is open and owned by the engine's current pool (weakly,
+    so an engine dropped by the application is collected with its connections); ``waiting``
+    holds the start time of every caller inside ``pool.connect()``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # Replaced by the pool-specific instrumentation, which knows where to read the limits.
+        self.limits: Callable[[], PoolLimits] = lambda: PoolLimits(pool_class="")
+        self.checked_out: dict[Any, float] = {}
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.orphans: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.waiting: list[float] = []
+        self.leaked: dict[Any, float] = {}
+        self.errors = ErrorReporter(name)
+
+    def disown_current_records(self) -> None:
+        """Called after the engine swapped in a new pool: the old pool's records are no longer
+        ours once they are idle; records still checked out stay counted as used until checkin."""
+        out = set(self.checked_out)
+        for record in list(self.live):
+            if record in out:
+                self.orphans.add(record)
+            else:
+                self.live.discard(record)
+
+    def snapshot(self) -> PoolSnapshot:
+        out = list(self.checked_out)
+        live = self.live
+        used_open = sum(1 for r in out if r in live)
+        waiting = list(self.waiting)
+        now = time.perf_counter()
+        return PoolSnapshot(
+            used=len(out),
+            idle=max(0, len(live) - used_open),
+            pending=len(waiting),
+            longest_wait=(now - min(waiting)) if waiting else 0.0,
+            leaked=len(self.leaked),
+            limits=self.limits(),
+        )

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.support.services import ThrowawayCluster, pg_url, unavailable
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of the real PostgreSQL (psycopg 3 driver)."""
+    url = pg_url()
+    if url is None:
+        unavailable("PostgreSQL at POOLWATCH_TEST_PG / 127.0.0.1:5432")
+    assert url is not None
+    return url
+
+
+@pytest.fixture
+def throwaway_pg() -> Iterator[ThrowawayCluster]:
+    """A private PostgreSQL cluster the test may stop, restart or kill."""
+    try:
+        cluster = ThrowawayCluster()
+    except Exception as e:  # noqa: BLE001 - reported as unavailable with the reason
+        unavailable(f"a throwaway PostgreSQL cluster ({e})")
+        raise
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
