@@ -35,3 +35,12 @@ def throwaway_pg() -> Iterator[ThrowawayCluster]:
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
+
+
+@pytest.fixture
+def make_engine() -> Iterator[object]:
+    """``make_engine(url, **create_engine_kwargs)``; every engine is uninstrumented and disposed."""
+    from tests.support.pools import engines
+
+    with engines() as make:
+        yield make

@@ -11,14 +11,16 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 __all__ = [
     "DEFAULT_OPERATION_BUCKETS",
     "DEFAULT_POOL_BUCKETS",
     "UNSET",
     "Settings",
+    "otel_traces_configured",
     "resolve_settings",
+    "tracing_enabled",
 ]
 
 
@@ -84,7 +86,9 @@ class Settings:
     pool_buckets: tuple[float, ...] = DEFAULT_POOL_BUCKETS
     operation_buckets: tuple[float, ...] = DEFAULT_OPERATION_BUCKETS
     prometheus: bool = True
-    tracing: bool = False
+    # "auto": on when a tracer_provider is passed or the standard OTEL_* environment configures
+    # a traces exporter (see tracing_enabled); True/False force it.
+    tracing: bool | Literal["auto"] = "auto"
     wait_span_threshold: float = 0.001
     exemplars: bool = True
 
@@ -248,7 +252,15 @@ def _parse(setting: str, raw: object, source: str) -> Any:
         return _parse_int(setting, raw, source, 1, 10_000)
     if setting in ("pool_buckets", "operation_buckets"):
         return _parse_buckets(setting, raw, source)
-    if setting in ("leak_stacks", "statement_metrics", "prometheus", "tracing", "exemplars"):
+    if setting == "tracing":
+        if isinstance(raw, str) and raw.strip().lower() == "auto":
+            return "auto"
+        try:
+            return _parse_bool(setting, raw, source)
+        except ValueError:
+            accepts = "accepts auto or true/false (1/0, yes/no, on/off)"
+            raise _fail(setting, raw, accepts, source) from None
+    if setting in ("leak_stacks", "statement_metrics", "prometheus", "exemplars"):
         return _parse_bool(setting, raw, source)
     raise AssertionError(setting)  # pragma: no cover - every field is handled above
 
@@ -272,3 +284,39 @@ def resolve_settings(
         if raw is not None:
             values[setting] = _parse(setting, raw, _env_name(setting))
     return Settings(**values)
+
+
+def otel_traces_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the standard OpenTelemetry environment sets up a traces exporter: the SDK is not
+    disabled and ``OTEL_TRACES_EXPORTER`` names an exporter other than ``none``, or (exporter left
+    to its ``otlp`` default) an OTLP endpoint is set. What ``opentelemetry-instrument`` reads."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters:
+        return any(e.strip() not in ("", "none") for e in exporters.split(","))
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    )
+
+
+def tracing_enabled(
+    setting: bool | Literal["auto"],
+    tracer_provider: object = None,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
+    """Resolve ``tracing``: an explicit True/False wins; ``auto`` is on when a tracer provider was
+    passed or :func:`otel_traces_configured`, and OpenTelemetry is importable (``auto`` never
+    fails for want of the optional dependency; ``tracing=True`` does, with a clear message)."""
+    if setting != "auto":
+        return bool(setting)
+    if tracer_provider is None and not otel_traces_configured(environ):
+        return False
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False

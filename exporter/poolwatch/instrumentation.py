@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from .config import Settings, resolve_settings
+from .config import Settings, resolve_settings, tracing_enabled
 from .guard import logger
 from .leaks import LeakDetector
 from .naming import NameRegistry, db_system_name, default_pool_name
@@ -103,7 +103,7 @@ class Instrumentation:
         exemplar = None
         on_wait = None
         tracing = None
-        if settings.tracing:
+        if tracing_enabled(settings.tracing, tracer_provider):
             from .tracing import Tracing  # optional dependency: opentelemetry
 
             tracing = Tracing(self.name, settings, tracer_provider)

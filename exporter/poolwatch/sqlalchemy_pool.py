@@ -171,9 +171,10 @@ class PoolInstrumentation:
                 raise
             t1 = perf_counter()
             try:
+                # State first: a broken metrics backend must not make the gauges drift.
                 waiting.remove(t0)
-                tracker.wait(t1 - t0)
                 checked_out.setdefault(fairy._connection_record, t1)
+                tracker.wait(t1 - t0)
                 if instrumentation.leaks is not None:
                     instrumentation.leaks.checked_out(fairy._connection_record)
                 if instrumentation.on_wait is not None:

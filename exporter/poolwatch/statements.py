@@ -32,6 +32,8 @@ OTHER = "other"
 # Statement strings remembered per pool; past this the cache starts over, so a stream of
 # distinct statements costs a summary each time but never unbounded memory.
 STATEMENT_CACHE_SIZE = 2000
+# Folded summaries are counted once each; remembering which were seen is bounded too.
+FOLDED_TRACKED = 10_000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
@@ -141,7 +143,7 @@ class StatementInstrumentation:
                 return series
             distinct = len(self._by_summary) - (OTHER in self._by_summary)
             if distinct >= self.max_summaries and summary != OTHER:
-                if summary not in self._folded and len(self._folded) < 10 * self.max_summaries:
+                if summary not in self._folded and len(self._folded) < FOLDED_TRACKED:
                     self._folded.add(summary)
                     self.tracker.summary_folded()
                 other = self._by_summary.get(OTHER)

@@ -1,0 +1,84 @@
+"""A warm benchmark worker: one workload under one configuration, driven over stdin/stdout.
+
+Started by ``_harness.Worker`` with a JSON spec as its only argument. Protocol, one JSON object a
+line: the worker answers ``{"ready": ...}`` after setup and warm-up; ``{"cmd": "round", "n": N}``
+runs N operations with the garbage collector disabled and answers ``{"ns": elapsed}``;
+``{"cmd": "quit"}`` answers ``{"evidence": ...}`` and exits. Errors answer ``{"error": ...}``.
+Anything the code under test prints goes to stderr, never into the protocol.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+
+def main() -> int:
+    # Keep the protocol on a private copy of stdout; stray prints go to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(msg: dict[str, Any]) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    try:
+        spec = json.loads(sys.argv[1])
+        cpu = spec.get("cpu")
+        if cpu is not None:
+            os.sched_setaffinity(0, {int(cpu)})
+        import _workloads as wl
+
+        engine, run = wl.WORKLOADS[spec["workload"]](spec.get("params", {}))
+        applied = wl.apply_config(engine, spec["config"])
+        warmup = int(spec.get("warmup", 0))
+        if warmup:
+            run(warmup)
+        pinned = wl.pin_server_backends(spec["params"]) if "url" in spec["params"] else []
+        gc.collect()
+        send({"ready": True, "pid": os.getpid(),
+              "affinity": sorted(os.sched_getaffinity(0)), "server_backends_pinned": pinned})
+    except BaseException as e:  # noqa: BLE001 - reported to the driver
+        send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        return 1
+
+    perf, cpu_ns = time.perf_counter_ns, time.process_time_ns
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+            if msg["cmd"] == "round":
+                n = int(msg["n"])
+                gc.collect()
+                gc.disable()
+                try:
+                    c0 = cpu_ns()
+                    t0 = perf()
+                    run(n)
+                    t1 = perf()
+                    c1 = cpu_ns()
+                finally:
+                    gc.enable()
+                send({"ns": t1 - t0, "cpu_ns": c1 - c0})
+            elif msg["cmd"] == "quit":
+                ev = wl.evidence(applied, spec["config"])
+                if applied.handle is not None and hasattr(applied.handle, "uninstrument"):
+                    applied.handle.uninstrument()
+                engine.dispose()
+                send({"evidence": ev})
+                return 0
+            else:
+                raise ValueError(f"unknown command {msg!r}")
+        except BaseException as e:  # noqa: BLE001 - reported to the driver
+            send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""OpenTelemetry traces: a span for each checkout that waited, statement spans, exemplars.
+
+Statement spans come from ``opentelemetry-instrumentation-sqlalchemy``'s ``EngineTracer``,
+attached to this one engine. Its ``SQLAlchemyInstrumentor().instrument()`` is not used because
+it wraps ``create_engine`` and ``Engine.connect`` for the whole process and, on SQLAlchemy 2.1,
+refuses to run at all (the package declares ``sqlalchemy<2.1``). The tracer handed to it is a
+thin wrapper that keeps literals, bound values and the user name out of the spans: the
+statement is passed through :func:`poolwatch.redact.redact_sql`, ``db.user`` and query
+parameters are dropped, and an error's message (which can quote row data) is withheld.
+
+The wait span has no name in the semantic conventions (they define only the
+``db.client.connection.wait_time`` metric), so it takes the metric's name without the unit
+suffix, ``db.client.connection.wait``, and the conventions' pool attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from opentelemetry.util.types import AnyValue, Attributes
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "poolwatch: tracing needs OpenTelemetry; install it with pip install 'poolwatch[otel]' "
+        "(or pass tracing=False / POOLWATCH_TRACING=false)"
+    ) from e
+
+if TYPE_CHECKING:
+    from opentelemetry.util._decorator import _AgnosticContextManager
+
+from . import __version__
+from .config import Settings
+from .error_types import classify_error
+from .guard import logger
+from .naming import db_system_name
+from .redact import redact_sql
+
+__all__ = [
+    "POOL_NAME_ATTRIBUTE",
+    "WAIT_SPAN_NAME",
+    "WAIT_TIME_ATTRIBUTE",
+    "Tracing",
+    "current_exemplar",
+]
+
+WAIT_SPAN_NAME = "db.client.connection.wait"
+POOL_NAME_ATTRIBUTE = "db.client.connection.pool.name"
+WAIT_TIME_ATTRIBUTE = "poolwatch.connection.wait_time"
+"""Seconds the checkout waited (the span's duration, as a number a backend can filter on)."""
+
+# Statement text attributes of the old and the stable database conventions.
+_STATEMENT_ATTRIBUTES = frozenset({"db.statement", "db.query.text"})
+# EngineTracer writes the span name (first word of the SQL + database) into these as well.
+_OPERATION_ATTRIBUTES = frozenset({"db.operation", "db.operation.name"})
+# Never exported: the user name (old conventions) and bound values (opt-in in the conventions).
+_DROPPED_ATTRIBUTES = frozenset({"db.user"})
+_DROPPED_PREFIXES = ("db.query.parameter.",)
+_WITHHELD = "withheld by poolwatch: database and driver messages can quote row data or users"
+# Redacted statements remembered; past this the cache starts over (bounded memory).
+_CACHE_SIZE = 2000
+# EngineTracer's pool listeners only feed the deprecated db.client.connections.usage metric,
+# which poolwatch's own gauges replace; not registering them keeps checkouts cheap.
+_POOL_USAGE_EVENTS = frozenset({"connect", "close", "checkin", "checkout"})
+
+
+def _instrumentation_enabled() -> Callable[[], bool]:
+    try:
+        from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    except ImportError:  # opentelemetry-instrumentation not installed: nothing can suppress us
+        return lambda: True
+    return is_instrumentation_enabled
+
+
+_enabled = _instrumentation_enabled()
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """``{"trace_id", "span_id"}`` of the current sampled span, else None (two context lookups;
+    called on every observation when exemplars are on)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.trace_flags.sampled:  # also false for the invalid "no span" context
+        return None
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+class Tracing:
+    """One pool's tracing: wait spans (``on_wait``), statement spans (``install``), exemplars."""
+
+    def __init__(self, pool_name: str, settings: Settings, tracer_provider: Any = None) -> None:
+        self.pool_name = pool_name
+        self.threshold = settings.wait_span_threshold
+        self._provider = tracer_provider
+        self._tracer = trace.get_tracer("poolwatch", __version__, tracer_provider)
+        self._attributes: dict[str, AnyValue] = {POOL_NAME_ATTRIBUTE: pool_name}
+        self._listeners: list[tuple[str, Callable[..., Any]]] = []
+        self._active = True
+
+    exemplar = staticmethod(current_exemplar)
+
+    # -- wait spans ---------------------------------------------------------------------------
+    def on_wait(self, t0: float, t1: float, error: BaseException | None) -> None:
+        """Called by the pool wrapper after every checkout with ``perf_counter`` start and end."""
+        waited = t1 - t0
+        if error is None and waited < self.threshold:
+            return
+        if not self._active or not _enabled():
+            return
+        # perf_counter has no epoch; anchor both ends on one reading of each clock, now.
+        now_ns = time.time_ns()
+        now = time.perf_counter()
+        start_ns = now_ns - int((now - t0) * 1e9)
+        end_ns = now_ns - int((now - t1) * 1e9)
+        # Child of the current span (the request), so its trace shows the wait.
+        span = self._tracer.start_span(
+            WAIT_SPAN_NAME,
+            kind=SpanKind.INTERNAL,
+            attributes=self._attributes,
+            start_time=start_ns,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        try:
+            if span.is_recording():
+                span.set_attribute(WAIT_TIME_ATTRIBUTE, waited)
+                if error is not None:
+                    self._failed(span, error)
+        finally:
+            span.end(end_time=end_ns)
+
+    @staticmethod
+    def _failed(span: trace.Span, error: BaseException) -> None:
+        try:
+            error_type = classify_error(error)
+        except Exception:  # a type name is good enough
+            error_type = type(error).__qualname__
+        span.set_attribute("error.type", error_type)
+        if isinstance(error, sa_exc.TimeoutError):
+            # SQLAlchemy's own message (pool size, overflow, timeout): nothing of the user's.
+            span.set_status(Status(StatusCode.ERROR, "connection pool timeout"))
+            span.record_exception(error)
+        else:
+            # A driver's connect error can name the user or host: keep the type, not the text.
+            span.set_status(Status(StatusCode.ERROR))
+            span.record_exception(error, attributes={"exception.message": _WITHHELD})
+
+    # -- statement spans ----------------------------------------------------------------------
+    def install(self, engine: Engine) -> None:
+        """Statement spans for this engine only (opentelemetry-instrumentation-sqlalchemy)."""
+        self._attributes["db.system.name"] = db_system_name(engine.dialect.name)
+        try:
+            from opentelemetry.instrumentation.sqlalchemy import engine as otel_engine
+        except ImportError:
+            logger.warning(
+                "poolwatch: statement spans need opentelemetry-instrumentation-sqlalchemy "
+                "(pip install 'poolwatch[otel]'); only pool-wait spans are recorded"
+            )
+            return
+        if _traced_by_opentelemetry(otel_engine.EngineTracer, engine):
+            # SQLAlchemyInstrumentor already traces this engine; a second tracer would
+            # duplicate every statement span.
+            logger.info(
+                "poolwatch: engine %r is already traced by SQLAlchemyInstrumentor; poolwatch adds "
+                "only pool-wait spans",
+                self.pool_name,
+            )
+            return
+        from opentelemetry.instrumentation.sqlalchemy.version import __version__ as otel_version
+        from opentelemetry.metrics import NoOpUpDownCounter
+
+        tracer = _RedactingTracer(
+            trace.get_tracer(
+                "opentelemetry.instrumentation.sqlalchemy", otel_version, self._provider
+            )
+        )
+        listeners = self._listeners
+
+        class _EngineTracer(otel_engine.EngineTracer):
+            # EngineTracer registers its listeners through this classmethod and keeps them in a
+            # process-wide list that SQLAlchemyInstrumentor().uninstrument() empties; poolwatch
+            # keeps its own, so uninstall removes exactly these and nobody else's.
+            def _register_event_listener(  # type: ignore[override]
+                self, target: Any, identifier: str, fn: Callable[..., Any], *a: Any, **kw: Any
+            ) -> None:
+                if identifier in _POOL_USAGE_EVENTS:
+                    return
+                event.listen(target, identifier, fn, *a, **kw)
+                listeners.append((identifier, fn))
+
+        _EngineTracer(  # type: ignore[no-untyped-call]
+            tracer,
+            engine,
+            NoOpUpDownCounter("db.client.connections.usage"),
+            enable_commenter=False,
+            commenter_options={},
+        )
+        if not listeners:  # a future EngineTracer that registers its listeners differently
+            logger.error(
+                "poolwatch: this opentelemetry-instrumentation-sqlalchemy is not supported; no "
+                "statement spans for pool %r",
+                self.pool_name,
+            )
+
+    def uninstall(self, engine: Engine) -> None:
+        """Remove exactly the listeners ``install`` added; later waits record no span."""
+        self._active = False
+        listeners, self._listeners = self._listeners, []
+        for identifier, fn in listeners:
+            try:
+                if event.contains(engine, identifier, fn):
+                    event.remove(engine, identifier, fn)
+            except Exception as e:  # never into the application
+                logger.error("poolwatch: could not remove a tracing listener: %s", e)
+
+
+def _traced_by_opentelemetry(engine_tracer: Any, engine: Engine) -> bool:
+    for entry in list(getattr(engine_tracer, "_remove_event_listener_params", ())):
+        try:
+            if entry[0]() is engine:
+                return True
+        except Exception:  # unknown layout: assume not traced
+            return False
+    return False
+
+
+class _Redactor:
+    """Redacted statement text and span names, cached by the original string."""
+
+    def __init__(self) -> None:
+        self._statements: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+
+    def statement(self, value: AnyValue) -> AnyValue:
+        if not isinstance(value, str):
+            return value if value is None else redact_sql(str(value))
+        out = self._statements.get(value)
+        if out is None:
+            out = redact_sql(value)
+            if len(self._statements) >= _CACHE_SIZE:
+                self._statements.clear()
+            self._statements[value] = out
+        return out
+
+    def name(self, name: str) -> str:
+        # EngineTracer names the span "<first word of the SQL> <database>"; the first word of
+        # "SELECT'secret'" would carry the literal, so keep its leading letters only.
+        out = self._names.get(name)
+        if out is None:
+            first, _, rest = name.partition(" ")
+            keep = ""
+            for ch in first:
+                if not (ch.isalpha() or ch == "_"):
+                    break
+                keep += ch
+            out = f"{keep} {rest}".strip() if keep != first else name
+            if len(self._names) >= _CACHE_SIZE:
+                self._names.clear()
+            self._names[name] = out or "sql"
+        return out or "sql"
+
+    def attributes(self, attributes: Attributes) -> dict[str, AnyValue] | None:
+        if not attributes:
+            return None
+        out: dict[str, AnyValue] = {}
+        for key, value in attributes.items():
+            if key in _DROPPED_ATTRIBUTES or key.startswith(_DROPPED_PREFIXES):
+                continue
+            out[key] = self.value(key, value)
+        return out
+
+    def value(self, key: str, value: AnyValue) -> AnyValue:
+        if key in _STATEMENT_ATTRIBUTES:
+            return self.statement(value)
+        if key in _OPERATION_ATTRIBUTES and isinstance(value, str):
+            return self.name(value)
+        return value
+
+
+class _RedactingTracer(trace.Tracer):
+    """Hands EngineTracer spans that redact what it writes into them."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+        self._redactor = _Redactor()
+
+    def start_span(
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        r = self._redactor
+        span = self._tracer.start_span(
+            r.name(name), context, kind, r.attributes(attributes), links, start_time,
+            record_exception, set_status_on_exception,
+        )  # fmt: skip
+        if not span.is_recording():
+            return span  # sampled out: nothing will be written, no wrapper needed
+        return _RedactingSpan(span, r)
+
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> _AgnosticContextManager[trace.Span]:
+        # Not called by EngineTracer; here because the Tracer interface requires it.
+        span = self.start_span(
+            name, context, kind, attributes, links, start_time, record_exception,
+            set_status_on_exception,
+        )  # fmt: skip
+        return trace.use_span(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class _RedactingSpan(trace.Span):
+    __slots__ = ("_r", "_span")
+
+    def __init__(self, span: trace.Span, redactor: _Redactor) -> None:
+        self._span = span
+        self._r = redactor
+
+    def end(self, end_time: int | None = None) -> None:
+        self._span.end(end_time)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._span.get_span_context()
+
+    def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+        clean = self._r.attributes(attributes)
+        if clean:
+            self._span.set_attributes(clean)
+
+    def set_attribute(self, key: str, value: AnyValue) -> None:
+        if key in _DROPPED_ATTRIBUTES or key.startswith(_DROPPED_PREFIXES):
+            return
+        self._span.set_attribute(key, self._r.value(key, value))
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        self._span.add_event(name, self._r.attributes(attributes), timestamp)
+
+    def add_link(self, context: trace.SpanContext, attributes: Attributes = None) -> None:
+        self._span.add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self._span.update_name(self._r.name(name))
+
+    def is_recording(self) -> bool:
+        return self._span.is_recording()
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # EngineTracer puts str(exception) here; a database error quotes the offending values
+        # ("Key (email)=(...) already exists"), so only the status code is kept.
+        code = status.status_code if isinstance(status, Status) else status
+        self._span.set_status(Status(code))
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        extra = dict(attributes or {})
+        extra["exception.message"] = _WITHHELD
+        self._span.record_exception(exception, extra, timestamp, escaped)
+
+    def __getattr__(self, name: str) -> Any:
+        # SDK-only attributes (name, attributes, ...) for code that inspects live spans.
+        if name in ("_span", "_r"):
+            raise AttributeError(name)
+        return getattr(self._span, name)

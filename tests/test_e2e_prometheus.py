@@ -1,0 +1,185 @@
+"""End to end: a real Prometheus, running the shipped rules (windows and `for` shortened, logic
+unchanged), scrapes a real instrumented app on the real PostgreSQL. The exhausted pool `busy`
+raises the exhaustion alerts, the healthy pool `quiet` raises none, and every dashboard query
+runs against the collected data. (A third pool, `broken`, only feeds the connection-errors
+panel; no assertion is made about its alerts.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.dashboards import (
+    load_dashboards,
+    parse_label_values,
+    queries,
+    substitute,
+    variable_query,
+    variables,
+)
+from tests.support.rules import REPO, RULES_FILE, alerts, scale_durations
+from tests.support.services import PrometheusServer, free_port, prometheus, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+APP = REPO / "tests" / "e2e" / "app.py"
+APP_SECONDS = 70  # the app stops by itself after this; the test needs about 30 s of it
+JOB = "poolwatch-e2e"
+# 5m windows become 10s, `for: 2m` becomes 4s, ... (never below 3 s: 3 scrapes at 1 s).
+TIME_FACTOR = 1 / 30
+EXHAUSTION_ALERTS = {"DBPoolExhausted", "DBPoolCheckoutTimeouts"}
+# The one metric the scenario cannot produce (it would take a bug in poolwatch): queries that
+# read it may return no data.
+NOT_EXERCISED = {"poolwatch_instrumentation_errors_total"}
+
+
+@pytest.fixture
+def app(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    """The instrumented app; yields its scrape address (host:port)."""
+    port = free_port()
+    with (tmp_path / "app.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(APP), "--db", postgres_url, "--port", str(port),
+             "--duration", str(APP_SECONDS)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            wait_for_port(port, timeout=30)
+            yield f"127.0.0.1:{port}"
+            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def prom(app: str) -> Iterator[PrometheusServer]:
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules/poolwatch.rules.yml"],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [app]}]}],
+    }
+    rules = scale_durations(RULES_FILE.read_text(), TIME_FACTOR)
+    with prometheus(yaml.safe_dump(config), {"rules/poolwatch.rules.yml": rules}) as server:
+        yield server
+
+
+def api(server: PrometheusServer, path: str, **params: str) -> Any:
+    url = f"{server.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as e:  # 400/422 carry the PromQL error
+        body = json.load(e)
+    assert body["status"] == "success", f"{params}: {body}"
+    return body["data"]
+
+
+def query(server: PrometheusServer, expr: str) -> list[dict[str, Any]]:
+    return list(api(server, "query", query=expr)["result"])
+
+
+def scalar(server: PrometheusServer, expr: str) -> float:
+    (sample,) = query(server, expr)
+    return float(sample["value"][1])
+
+
+def wait_for_exhaustion_alerts(server: PrometheusServer) -> tuple[list[dict[str, Any]], set]:
+    """Poll /api/v1/alerts until both exhaustion alerts fire for `busy` (bounded); returns the
+    alerts then, and every (alertname, state) seen for `quiet` meanwhile."""
+    quiet_seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 45
+    while True:
+        current = api(server, "alerts")["alerts"]
+        quiet_seen |= {(a["labels"]["alertname"], a["state"]) for a in current
+                       if a["labels"]["db_client_connection_pool_name"] == "quiet"}
+        firing = {a["labels"]["alertname"] for a in current if a["state"] == "firing"
+                  and a["labels"]["db_client_connection_pool_name"] == "busy"}
+        if EXHAUSTION_ALERTS <= firing or time.monotonic() > deadline:
+            return current, quiet_seen
+        time.sleep(0.5)
+
+
+def test_alerts_and_dashboards_against_real_prometheus(prom: PrometheusServer, app: str) -> None:
+    # The fast rules are the shipped rules with shorter durations, nothing else.
+    fast = alerts(scale_durations(RULES_FILE.read_text(), TIME_FACTOR))
+    assert {n: r["expr"].replace("[4s]", "[2m]").replace("[10s]", "[5m]")
+            for n, r in fast.items()} == {n: r["expr"] for n, r in alerts().items()}
+
+    current, quiet_seen = wait_for_exhaustion_alerts(prom)
+    busy = {a["labels"]["alertname"]: a for a in current
+            if a["labels"]["db_client_connection_pool_name"] == "busy"}
+    assert {n: busy[n]["state"] for n in EXHAUSTION_ALERTS if n in busy} == dict.fromkeys(
+        EXHAUSTION_ALERTS, "firing"), current
+    exhausted = busy["DBPoolExhausted"]
+    # Alerts keep job, instance and the user's role label; the description names pool and host.
+    assert {k: exhausted["labels"][k] for k in ("job", "instance", "role", "severity")} == {
+        "job": JOB, "instance": app, "role": "writer", "severity": "critical"}
+    assert f"pool busy on instance {app}" in " ".join(exhausted["annotations"]["description"]
+                                                      .split())
+    assert not {(n, s) for n, s in quiet_seen if s == "firing"}, quiet_seen
+
+    check_exact_values(prom)
+    check_dashboard_variables(prom, app)
+    check_dashboard_queries(prom, app)
+
+
+def check_exact_values(server: PrometheusServer) -> None:
+    """What the scenario fixes: pool sizes, configuration, and the busy pool's saturation."""
+    assert scalar(server, 'db_client_connection_max{db_client_connection_pool_name="busy"}') == 2
+    assert scalar(server, 'db_client_connection_max{db_client_connection_pool_name="quiet"}') == 15
+    (info,) = query(server, 'poolwatch_pool_info{db_client_connection_pool_name="busy"}')
+    assert {k: info["metric"][k] for k in ("pool_class", "pool_size", "max_overflow", "timeout")
+            } == {"pool_class": "QueuePool", "pool_size": "2", "max_overflow": "0",
+                  "timeout": "0.5"}
+    assert scalar(server, 'max_over_time(pool:db_client_connection_saturation:ratio'
+                          '{db_client_connection_pool_name="busy"}[10s])') == 1
+    assert scalar(server, 'max_over_time(pool:db_client_connection_saturation:ratio'
+                          '{db_client_connection_pool_name="quiet"}[10s])') < 0.5
+    assert scalar(server, 'increase(db_client_connection_timeouts_total'
+                          '{db_client_connection_pool_name="quiet"}[1m])') == 0
+    assert scalar(server, 'increase(db_client_connection_timeouts_total'
+                          '{db_client_connection_pool_name="busy"}[1m])') > 3
+
+
+def check_dashboard_variables(server: PrometheusServer, app: str) -> None:
+    expected = {"job": {JOB}, "instance": {app}, "db_client_connection_pool_name": {"busy", "quiet",
+                                                                         "broken"}}
+    values = {"job": JOB, "instance": app}
+    for board in load_dashboards().values():
+        for var in variables(board).values():
+            if var["type"] != "query":
+                continue
+            selector, label = parse_label_values(variable_query(var))
+            params = {"match[]": substitute(selector, values)} if selector else {}
+            found = set(api(server, f"label/{label}/values", **params))
+            assert expected[label] <= found, (var["name"], found)
+
+
+def check_dashboard_queries(server: PrometheusServer, app: str) -> None:
+    """Every panel and annotation query, variables filled in as Grafana would: valid with `.*`
+    for every variable, and returning data for the real job, instance and both pools."""
+    end = time.time()
+    real = {"job": JOB, "instance": app, "pool": "busy|quiet|broken", "topk": "10"}
+    everything = {"job": ".*", "instance": ".*", "pool": ".*", "topk": "10"}
+    empty = []
+    checked = 0
+    for board in load_dashboards().values():
+        for q in queries(board):
+            api(server, "query", query=substitute(q.expr, everything))  # valid PromQL
+            result = api(server, "query_range", query=substitute(q.expr, real),
+                         start=str(end - 20), end=str(end), step="1s")["result"]
+            checked += 1
+            if not result and not any(m in q.expr for m in NOT_EXERCISED):
+                empty.append(f"{q.dashboard} / {q.where} [{q.ref}]: {q.expr}")
+    assert checked >= 40
+    assert not empty, "queries without data:\n" + "\n".join(empty)

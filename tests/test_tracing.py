@@ -1,0 +1,414 @@
+"""Traces against the real PostgreSQL: pool-wait spans, statement spans, what they may carry."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import poolwatch
+import pytest
+import sqlalchemy
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+from poolwatch.config import resolve_settings, tracing_enabled
+from poolwatch.tracing import POOL_NAME_ATTRIBUTE, WAIT_SPAN_NAME, WAIT_TIME_ATTRIBUTE
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, create_engine, event, text
+
+HOLD = 0.3
+
+
+class Traces:
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.tracer = self.provider.get_tracer("app")
+
+    def spans(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == name]
+
+    def waits(self) -> list[ReadableSpan]:
+        return self.named(WAIT_SPAN_NAME)
+
+    def statements(self) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.kind is SpanKind.CLIENT]
+
+
+@pytest.fixture
+def traces() -> Iterator[Traces]:
+    t = Traces()
+    yield t
+    t.provider.shutdown()
+
+
+@pytest.fixture
+def engines(postgres_url: str) -> Iterator[Callable[..., Engine]]:
+    made: list[Engine] = []
+
+    def make(**kwargs: Any) -> Engine:
+        eng = create_engine(postgres_url, **kwargs)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        poolwatch.uninstrument(eng)
+        eng.dispose()
+
+
+def unique() -> str:
+    return "pw-trace-" + uuid.uuid4().hex[:8]
+
+
+def warm(engine: Engine) -> None:
+    """Open the pool's connection outside any request, so later waits are pure contention."""
+    with engine.connect() as c:
+        c.execute(text("SELECT 1"))
+
+
+@contextmanager
+def held(engine: Engine, seconds: float = HOLD) -> Iterator[None]:
+    """Another thread holds a connection for ``seconds`` (from the moment it has it)."""
+    ready = threading.Event()
+
+    def hold() -> None:
+        with engine.connect():
+            ready.set()
+            time.sleep(seconds)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert ready.wait(10)
+    try:
+        yield
+    finally:
+        t.join(10)
+
+
+def test_request_trace_shows_pool_wait_and_statement(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines(pool_size=1, max_overflow=0)
+    handle = poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    warm(engine)
+    traces.exporter.clear()
+    with held(engine), traces.tracer.start_as_current_span("GET /orders") as request:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    req = request.get_span_context()
+    (wait,) = [s for s in traces.waits() if s.parent is not None]
+    assert wait.parent is not None and wait.parent.span_id == req.span_id
+    assert wait.context.trace_id == req.trace_id
+    assert wait.kind is SpanKind.INTERNAL
+    assert wait.attributes is not None
+    assert wait.attributes[POOL_NAME_ATTRIBUTE] == handle.name
+    assert wait.attributes["db.system.name"] == "postgresql"
+    waited = wait.attributes[WAIT_TIME_ATTRIBUTE]
+    assert isinstance(waited, float) and HOLD / 2 < waited < HOLD + 5
+    # Started at the real start of the checkout (perf_counter converted to epoch), not at its end.
+    assert wait.start_time is not None and wait.end_time is not None
+    assert abs((wait.end_time - wait.start_time) / 1e9 - waited) < 0.005
+    req_span = traces.named("GET /orders")[0]
+    assert req_span.start_time is not None and req_span.end_time is not None
+    assert req_span.start_time <= wait.start_time < wait.end_time <= req_span.end_time
+    assert wait.status.status_code is StatusCode.UNSET
+
+    (stmt,) = traces.statements()
+    assert stmt.parent is not None and stmt.parent.span_id == req.span_id
+    assert stmt.context.trace_id == req.trace_id
+    assert stmt.attributes is not None
+    assert stmt.attributes.get("db.statement", stmt.attributes.get("db.query.text")) == "SELECT ?"
+    assert wait.end_time <= (stmt.start_time or 0)
+
+
+def test_checkouts_faster_than_the_threshold_have_no_span(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines(pool_size=1, max_overflow=0)
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider,
+        wait_span_threshold=0.1,
+    )  # fmt: skip
+    warm(engine)
+    traces.exporter.clear()
+    with traces.tracer.start_as_current_span("request"):
+        for _ in range(5):
+            with engine.connect() as c:
+                c.execute(text("SELECT 1"))
+    assert traces.waits() == []
+    assert len(traces.statements()) == 5
+
+
+def test_zero_threshold_spans_every_checkout(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines(pool_size=1, max_overflow=0)
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracer_provider=traces.provider,
+        wait_span_threshold=0,
+    )  # fmt: skip
+    warm(engine)
+    traces.exporter.clear()
+    for _ in range(3):
+        with engine.connect():
+            pass
+    assert len(traces.waits()) == 3
+
+
+def test_timed_out_checkout_is_an_error_span_and_the_app_gets_timeout_error(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines(pool_size=1, max_overflow=0, pool_timeout=0.2)
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    warm(engine)
+    traces.exporter.clear()
+    with held(engine, 1.0), traces.tracer.start_as_current_span("request") as request:
+        with pytest.raises(sqlalchemy.exc.TimeoutError) as raised:
+            engine.connect()
+    assert "QueuePool limit" in str(raised.value)  # SQLAlchemy's own exception, untouched
+    (wait,) = [s for s in traces.waits() if s.parent is not None]
+    assert wait.parent is not None
+    assert wait.parent.span_id == request.get_span_context().span_id
+    assert wait.status.status_code is StatusCode.ERROR
+    assert wait.attributes is not None and wait.attributes.get("error.type")
+    assert wait.start_time is not None and wait.end_time is not None
+    assert (wait.end_time - wait.start_time) / 1e9 >= 0.19
+    (exc_event,) = [e for e in wait.events if e.name == "exception"]
+    assert exc_event.attributes is not None
+    assert "TimeoutError" in str(exc_event.attributes["exception.type"])
+    assert "QueuePool limit" in str(exc_event.attributes["exception.message"])
+
+
+def test_failed_connect_is_an_error_span_without_the_driver_message(
+    traces: Traces, registry: CollectorRegistry
+) -> None:
+    from tests.support.services import free_port
+
+    engine = create_engine(
+        f"postgresql+psycopg://secretuser@127.0.0.1:{free_port()}/test",
+        connect_args={"connect_timeout": 2},
+    )
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    try:
+        with traces.tracer.start_as_current_span("request"):
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                engine.connect()
+    finally:
+        poolwatch.uninstrument(engine)
+        engine.dispose()
+    (wait,) = traces.waits()
+    assert wait.status.status_code is StatusCode.ERROR
+    assert "secretuser" not in _everything(wait)
+
+
+def _everything(span: ReadableSpan) -> str:
+    """Every string a span exports: name, attributes, status, events."""
+    parts = [span.name, repr(dict(span.attributes or {})), repr(span.status.description)]
+    for e in span.events:
+        parts.append(e.name)
+        parts.append(repr(dict(e.attributes or {})))
+    return "\n".join(parts)
+
+
+def test_statement_spans_carry_no_literals_parameters_or_user(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    with traces.tracer.start_as_current_span("request"), engine.connect() as c:
+        c.execute(
+            text("SELECT 'literal-secret', 987654 /* note-secret */ WHERE :p = 'bound-secret'"),
+            {"p": "bound-secret"},
+        )
+        c.execute(text("SELECT'glued-secret'"))
+        with pytest.raises(sqlalchemy.exc.DataError):
+            c.execute(text("SELECT 'error-secret'::int"))
+    stmts = traces.statements()
+    assert len(stmts) == 3
+    for span in stmts:
+        dump = _everything(span)
+        for secret in ("secret", "987654"):
+            assert secret not in dump, (secret, dump)
+        # The URL's user ("postgres") would be db.user in the old conventions.
+        assert "db.user" not in (span.attributes or {})
+    first = stmts[0].attributes or {}
+    assert first.get("db.statement") == "SELECT ?, ? WHERE %(p)s = ?"
+    assert stmts[1].name.split()[0] == "SELECT"
+    failed = stmts[2]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert not failed.status.description
+
+
+def test_statement_spans_are_lean_no_sqlcommenter(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    seen: list[str] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    with traces.tracer.start_as_current_span("request"), engine.connect() as c:
+        c.execute(text("SELECT 1"))
+    assert seen == ["SELECT 1"]  # the SQL sent to the server carries no traceparent comment
+    event.remove(engine, "after_cursor_execute", capture)
+
+
+def test_uninstrument_removes_the_statement_and_wait_spans(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines(pool_size=1, max_overflow=0)
+
+    def listeners() -> list[list[Any]]:
+        d = engine.dispatch
+        return [
+            list(d.before_cursor_execute), list(d.after_cursor_execute),
+            list(engine.dialect.dispatch.handle_error),
+        ]  # fmt: skip
+
+    before = listeners()
+    handle = poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    warm(engine)
+    assert traces.statements()
+    assert listeners() != before
+    handle.uninstrument()
+    traces.exporter.clear()
+    with held(engine), traces.tracer.start_as_current_span("request"):
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    assert [s.name for s in traces.spans()] == ["request"]
+    assert listeners() == before
+
+
+def test_no_process_wide_patching(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    create_before = sqlalchemy.create_engine
+    connect_before = sqlalchemy.engine.Engine.connect
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    assert sqlalchemy.create_engine is create_before
+    assert sqlalchemy.engine.Engine.connect is connect_before
+    other = engines()  # not instrumented: no statement spans
+    with traces.tracer.start_as_current_span("request"), other.connect() as c:
+        c.execute(text("SELECT 1"))
+    assert traces.statements() == []
+
+
+def test_an_engine_already_traced_by_the_instrumentor_gets_no_second_statement_span(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import NoOpUpDownCounter
+
+    engine = engines()
+    EngineTracer(traces.tracer, engine, NoOpUpDownCounter("x"))
+    try:
+        poolwatch.instrument(
+            engine, name=unique(), registry=registry, tracing=True,
+            tracer_provider=traces.provider,
+        )  # fmt: skip
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        assert len([s for s in traces.statements() if s.name.startswith("SELECT")]) == 1
+    finally:
+        EngineTracer.remove_all_event_listeners()
+
+
+def test_sampled_out_requests_record_nothing(
+    engines: Callable[..., Engine], registry: CollectorRegistry
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=provider,
+        wait_span_threshold=0,
+    )  # fmt: skip
+    with engine.connect() as c:
+        c.execute(text("SELECT 1"))
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+
+
+# -- switching tracing on ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console,otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_SERVICE_NAME": "shop"}, False),
+    ],
+)
+def test_auto_follows_the_standard_otel_environment(env: dict[str, str], expected: bool) -> None:
+    assert tracing_enabled("auto", None, env) is expected
+
+
+def test_explicit_setting_and_tracer_provider() -> None:
+    provider = object()
+    assert tracing_enabled("auto", provider, {}) is True
+    assert tracing_enabled(False, provider, {"OTEL_TRACES_EXPORTER": "otlp"}) is False
+    assert tracing_enabled(True, None, {}) is True
+    assert resolve_settings({}, {}).tracing == "auto"
+    assert resolve_settings({}, {"POOLWATCH_TRACING": "AUTO"}).tracing == "auto"
+    assert resolve_settings({}, {"POOLWATCH_TRACING": "on"}).tracing is True
+    assert resolve_settings({"tracing": False}, {"POOLWATCH_TRACING": "true"}).tracing is False
+    with pytest.raises(ValueError, match="POOLWATCH_TRACING='sometimes'; tracing accepts auto"):
+        resolve_settings({}, {"POOLWATCH_TRACING": "sometimes"})
+
+
+def test_passing_a_tracer_provider_turns_tracing_on(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    poolwatch.instrument(engine, name=unique(), registry=registry, tracer_provider=traces.provider)
+    with traces.tracer.start_as_current_span("request"), engine.connect() as c:
+        c.execute(text("SELECT 1"))
+    assert len(traces.statements()) == 1
+
+
+def test_environment_turns_tracing_on_with_the_global_provider(
+    engines: Callable[..., Engine], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engines()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    handle = poolwatch.instrument(engine, name=unique(), registry=registry)
+    assert handle._tracing is not None
+    handle.uninstrument()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    handle = poolwatch.instrument(engine, name=unique(), registry=registry)
+    assert handle._tracing is None
