@@ -23,7 +23,7 @@ def throwaway_pg() -> Iterator[ThrowawayCluster]:
     """A private PostgreSQL cluster the test may stop, restart or kill."""
     try:
         cluster = ThrowawayCluster()
-    except Exception as e:  # noqa: BLE001 - reported as unavailable with the reason
+    except Exception as e:
         unavailable(f"a throwaway PostgreSQL cluster ({e})")
         raise
     try:

@@ -8,14 +8,14 @@ import socket
 import urllib.request
 import weakref
 
+import poolwatch
 import pytest
 import sqlalchemy
+from poolwatch.config import resolve_settings
+from poolwatch.naming import default_pool_name
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine, event, text
 
-import poolwatch
-from poolwatch.config import resolve_settings
-from poolwatch.naming import default_pool_name
 from tests.support.pools import Reader
 from tests.support.services import free_port
 
@@ -50,15 +50,19 @@ def test_uninstrument_removes_exactly_what_was_added(registry, make_engine) -> N
     assert event.contains(engine, "checkin", users_listener)
     pool_listeners = [fn for fn in engine.pool.dispatch.checkin]
     assert pool_listeners == [users_listener]
-    assert "db_client_connection" not in generate_latest(registry).decode().replace(
-        "# HELP", ""
-    ).split("# TYPE")[-1]
+    assert (
+        "db_client_connection"
+        not in generate_latest(registry).decode().replace("# HELP", "").split("# TYPE")[-1]
+    )
     with engine.connect() as c:
         c.execute(text("SELECT 1"))
-    assert registry.get_sample_value(
-        "db_client_connection_wait_time_seconds_count",
-        {"db_client_connection_pool_name": handle.name},
-    ) is None
+    assert (
+        registry.get_sample_value(
+            "db_client_connection_wait_time_seconds_count",
+            {"db_client_connection_pool_name": handle.name},
+        )
+        is None
+    )
     # A later instrument() starts afresh, with the same name.
     again = poolwatch.instrument(engine, registry=registry)
     assert again is not handle and again.name == handle.name
@@ -111,14 +115,17 @@ def test_primary_and_replica_side_by_side_with_user_labels(registry, make_engine
             {"db_client_connection_pool_name": "orders-ro", "role": "replica",
              "db_client_connection_state": "used"},
         ) == 2  # fmt: skip
-    with pytest.raises(ValueError, match="labels=.*adds label"):
+    with pytest.raises(ValueError, match=r"labels=.*adds label"):
         poolwatch.instrument(make_engine("sqlite://"), labels={"team": "x"}, registry=registry)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"leak_threshold": -1}, "leak_threshold=-1; leak_threshold accepts a number of seconds > 0"),
+        (
+            {"leak_threshold": -1},
+            "leak_threshold=-1; leak_threshold accepts a number of seconds > 0",
+        ),
         ({"port": 70000}, "port=70000; port accepts a whole number from 1 to 65535"),
         ({"max_query_summaries": 0}, "max_query_summaries accepts a whole number from 1 to 10000"),
         ({"labels": {"le": "x"}}, "labels accepts a mapping of label names"),
@@ -126,7 +133,9 @@ def test_primary_and_replica_side_by_side_with_user_labels(registry, make_engine
         ({"statement_metrics": "maybe"}, "statement_metrics accepts true/false"),
     ],
 )
-def test_bad_configuration_fails_at_startup_naming_the_setting(make_engine, kwargs, message) -> None:
+def test_bad_configuration_fails_at_startup_naming_the_setting(
+    make_engine, kwargs, message
+) -> None:
     with pytest.raises(ValueError) as err:
         poolwatch.instrument(make_engine("sqlite://"), registry=CollectorRegistry(), **kwargs)
     assert message in str(err.value)
@@ -214,7 +223,9 @@ def test_dropped_engines_are_collected_with_their_series(registry) -> None:
     poolwatch.instrument(create_engine("sqlite://"), name="ephemeral", registry=registry)
 
 
-def test_http_exporter_starts_once_and_a_taken_port_is_logged(registry, make_engine, caplog) -> None:
+def test_http_exporter_starts_once_and_a_taken_port_is_logged(
+    registry, make_engine, caplog
+) -> None:
     from poolwatch import server
 
     if server.serving_on() is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+import poolwatch
 from sqlalchemy import text
 
-import poolwatch
 from tests.support.pools import Reader
 
 
@@ -24,7 +24,9 @@ def checkout_that_leaks(engine):  # type: ignore[no-untyped-def]
     return conn
 
 
-def test_a_connection_held_past_the_threshold_is_a_leak(postgres_url, registry, make_engine, caplog) -> None:
+def test_a_connection_held_past_the_threshold_is_a_leak(
+    postgres_url, registry, make_engine, caplog
+) -> None:
     engine = make_engine(postgres_url, pool_size=2)
     handle = poolwatch.instrument(engine, registry=registry, leak_threshold=0.3)
     m = Reader(registry, handle.name)
@@ -45,7 +47,11 @@ def test_a_connection_held_past_the_threshold_is_a_leak(postgres_url, registry, 
     assert "longer than leak_threshold=0.3 s" in message
     assert "in checkout_that_leaks" in message and "test_leaks.py" in message
     assert "/sqlalchemy/" not in message  # only the application's frames
-    returned = [r for r in caplog.records if r.levelno == logging.INFO and "returned after" in r.getMessage()]
+    returned = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.INFO and "returned after" in r.getMessage()
+    ]
     assert len(returned) == 1
 
 

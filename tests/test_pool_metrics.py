@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import weakref
 import time
+import weakref
 
+import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-import poolwatch
 from tests.support.pools import Reader, app_name, queue_truth, server_connections
 
 
@@ -55,7 +55,7 @@ def test_five_callers_on_three_connections(postgres_url, registry, make_engine) 
     for t in threads:
         t.join()
 
-    used, idle = queue_truth(engine)
+    _, idle = queue_truth(engine)
     assert (m.used, m.pending) == (0, 0)
     assert m.idle == idle == engine.pool.checkedin() == 2
     assert server_connections(postgres_url, name) == 2
@@ -79,7 +79,7 @@ def test_timeouts_are_counted_and_the_pools_own_error_reaches_the_caller(
         try:
             with engine.connect() as c:
                 c.execute(text("SELECT 1"))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     with engine.connect():
@@ -152,7 +152,9 @@ def test_dispose_without_closing(postgres_url, registry, make_engine) -> None:
     gc.collect()  # dispose(close=False) left the old pool's idle connection to the collector
 
 
-def test_terminated_backend_is_invalidated_without_drift(postgres_url, registry, make_engine) -> None:
+def test_terminated_backend_is_invalidated_without_drift(
+    postgres_url, registry, make_engine
+) -> None:
     name = app_name()
     engine = make_engine(postgres_url, pool_size=3, connect_args={"application_name": name})
     handle = poolwatch.instrument(engine, registry=registry)
@@ -167,9 +169,10 @@ def test_terminated_backend_is_invalidated_without_drift(postgres_url, registry,
         conn.execute(text("SELECT 1"))
     conn.close()
     # 57P01 admin_shutdown: SQLSTATE class 57, operator intervention.
-    assert m(
-        "poolwatch_connection_invalidations_total", kind="hard", reason="operator_intervention"
-    ) == 1
+    assert (
+        m("poolwatch_connection_invalidations_total", kind="hard", reason="operator_intervention")
+        == 1
+    )
     used, idle = queue_truth(engine)
     assert (m.used, m.idle) == (used, idle) == (0, server_connections(postgres_url, name))
     with engine.connect() as again:
@@ -270,9 +273,7 @@ def test_async_engine_counts_after_load(postgres_url, registry) -> None:
 
 def test_null_pool(postgres_url, registry, make_engine) -> None:
     name = app_name()
-    engine = make_engine(
-        postgres_url, poolclass=NullPool, connect_args={"application_name": name}
-    )
+    engine = make_engine(postgres_url, poolclass=NullPool, connect_args={"application_name": name})
     handle = poolwatch.instrument(engine, registry=registry)
     m = Reader(registry, handle.name)
     assert m.get("db_client_connection_max") is None  # unbounded: absent, never wrong
@@ -326,7 +327,10 @@ def test_pre_ping_failure_after_a_database_restart(throwaway_pg, registry, make_
     with engine.connect() as c:
         assert c.execute(text("SELECT 1")).scalar_one() == 1
         assert m.used == 1
-    assert m("poolwatch_connection_invalidations_total", kind="pre_ping", reason="InvalidatePoolError") == 1
+    assert (
+        m("poolwatch_connection_invalidations_total", kind="pre_ping", reason="InvalidatePoolError")
+        == 1
+    )
     # The pre-ping invalidated the whole pool: the other two were recycled on their checkout.
     for _ in range(3):
         with engine.connect() as c:
@@ -343,9 +347,11 @@ def test_database_down_counts_connection_errors(throwaway_pg, registry, make_eng
     for _ in range(2):
         with pytest.raises(sqlalchemy.exc.OperationalError):
             engine.connect()
-    assert m("poolwatch_connection_errors_total", error_type="connection_exception") + m(
-        "poolwatch_connection_errors_total", error_type="OperationalError"
-    ) == 2
+    assert (
+        m("poolwatch_connection_errors_total", error_type="connection_exception")
+        + m("poolwatch_connection_errors_total", error_type="OperationalError")
+        == 2
+    )
     assert (m.used, m.idle, m.pending) == (0, 0, 0)
     assert m("db_client_connection_timeouts_total") == 0
     throwaway_pg.start()

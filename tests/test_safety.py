@@ -6,12 +6,12 @@ import logging
 import subprocess
 import threading
 
+import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import generate_latest
 from sqlalchemy import text
 
-import poolwatch
 from tests.support.pools import Reader
 from tests.support.services import prometheus_binary
 
@@ -89,7 +89,11 @@ def test_promtool_reports_only_the_documented_finding(postgres_url, registry, ma
         [promtool, "check", "metrics"], input=generate_latest(registry),
         capture_output=True, timeout=30,
     )  # fmt: skip
-    findings = [line for line in result.stdout.decode().splitlines() + result.stderr.decode().splitlines() if line]
+    findings = [
+        line
+        for line in result.stdout.decode().splitlines() + result.stderr.decode().splitlines()
+        if line
+    ]
     assert findings == [
         'db_client_connection_count non-histogram and non-summary metrics should not have "_count" suffix'
     ]
@@ -149,5 +153,5 @@ def test_a_raising_metrics_backend_does_not_affect_the_application(
 def _try_connect(engine: sqlalchemy.Engine, errors: list[BaseException]) -> None:
     try:
         engine.connect()
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         errors.append(e)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +22,7 @@ import pytest
 import yaml
 
 from tests.support.rules import REPO, RULES_FILE, load_rules
-from tests.support.services import free_port, prometheus, prometheus_binary
+from tests.support.services import free_port, prometheus, prometheus_binary, wait_for_port
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -182,28 +186,70 @@ def get_json(url: str) -> Any:
     return body["data"]
 
 
+@pytest.fixture
+def demo_from_compose(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    """The demo replicas' command and environment from docker-compose.yml, run here: only the
+    database URL, the listen address and port, and the OTLP endpoint point at loopback."""
+    port = free_port()
+    args = demo_args("demo-1")
+    args.update({"--db": postgres_url, "--addr": "127.0.0.1", "--port": str(port)})
+    env = {**os.environ, **SERVICES["demo-1"]["environment"],
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    command = [sys.executable, "-m", "poolwatch", "demo"]
+    for flag, value in args.items():
+        command += [flag, value] if value else [flag]
+    with (tmp_path / "demo.log").open("w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for_port(port, timeout=30)
+            yield f"127.0.0.1:{port}"
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return result
+
+
 @pytest.mark.slow
-def test_real_prometheus_loads_the_shipped_config_and_rules() -> None:
-    config = adapted_config("rules", free_port(), free_port())
+def test_real_prometheus_runs_the_shipped_config_and_rules_on_the_demo(
+        demo_from_compose: str) -> None:
+    """The shipped prometheus.yml (scrape targets and paths adapted) and rules, scraping the
+    demo as the stack runs it: the rules load and evaluate without errors over real data."""
+    config = adapted_config("rules", demo_from_compose, free_port())
     files = {"rules/poolwatch.rules.yml": RULES_FILE.read_text()}
     with prometheus(yaml.safe_dump(config), files) as server:
-        expected = {r.get("alert") or r["record"] for r in load_rules()}
-        deadline = time.monotonic() + 40  # first evaluation within one 15s interval
-        while True:
-            groups = get_json(server.url + "/api/v1/rules")["groups"]
-            rules = [r for g in groups for r in g["rules"]]
-            if rules and all(r["health"] == "ok" for r in rules):
-                break
-            assert time.monotonic() < deadline, f"rules not evaluated cleanly: {rules}"
-            time.sleep(0.5)
+        def rules() -> list[dict[str, Any]]:
+            found = [r for g in get_json(server.url + "/api/v1/rules")["groups"]
+                     for r in g["rules"]]
+            return found if found and all(r["health"] == "ok" for r in found) else []
+
+        loaded = wait_until("every rule evaluated cleanly", rules, 40)
+        groups = get_json(server.url + "/api/v1/rules")["groups"]
         assert [g["name"] for g in groups] == ["poolwatch"]
-        assert {r["name"] for r in rules} == expected
-        assert all(r.get("lastError", "") == "" for r in rules)  # omitted when empty
-        assert {r["name"]: r.get("duration") for r in rules if r["type"] == "alerting"} == {
+        assert {r["name"] for r in loaded} == {r.get("alert") or r["record"] for r in load_rules()}
+        assert all(r.get("lastError", "") == "" for r in loaded)  # omitted when empty
+        assert {r["name"]: r.get("duration") for r in loaded if r["type"] == "alerting"} == {
             "DBPoolExhausted": 120, "DBPoolCheckoutTimeouts": 60, "DBPoolSaturationHigh": 600,
             "DBPoolWaitTimeHigh": 600, "DBConnectionLeak": 300, "DBConnectionChurnHigh": 900}
+
+        # Scrapes every 15 s and evaluates every 15 s as shipped: a recorded series appears for
+        # the demo's pool within two intervals.
+        query = urllib.parse.quote('pool:db_client_connection_saturation:ratio{job="poolwatch-demo"}')
+        (sample,) = wait_until(
+            "the demo's saturation to be recorded",
+            lambda: get_json(f"{server.url}/api/v1/query?query={query}")["result"], 45)
+        assert sample["metric"]["instance"] == demo_from_compose
+        assert 0 <= float(sample["value"][1]) <= 1
         targets = get_json(server.url + "/api/v1/targets")["activeTargets"]
-        assert {t["labels"]["job"] for t in targets} == {"poolwatch-demo", "prometheus"}
+        demo = [t for t in targets if t["labels"]["job"] == "poolwatch-demo"]
+        assert [t["health"] for t in demo] == ["up"]
 
 
 # --- Grafana ----------------------------------------------------------------------------------

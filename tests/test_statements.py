@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import generate_latest
 from sqlalchemy import text
 
-import poolwatch
 from tests.support.pools import Reader
 
 DURATION = "db_client_operation_duration_seconds_count"
@@ -32,12 +32,18 @@ def _series(registry, pool: str) -> dict[tuple[str, str, str], float]:  # type: 
             continue
         for s in metric.samples:
             if s.name.endswith("_count") and s.labels["db_client_connection_pool_name"] == pool:
-                key = (s.labels["db_operation_name"], s.labels["db_query_summary"], s.labels["error_type"])
+                key = (
+                    s.labels["db_operation_name"],
+                    s.labels["db_query_summary"],
+                    s.labels["error_type"],
+                )
                 out[key] = s.value
     return out
 
 
-def test_statements_by_summary_and_error_type(postgres_url, pg_table, registry, make_engine) -> None:
+def test_statements_by_summary_and_error_type(
+    postgres_url, pg_table, registry, make_engine
+) -> None:
     engine = make_engine(postgres_url)
     with engine.connect():
         pass  # the dialect's own first-connect queries happen before instrumenting

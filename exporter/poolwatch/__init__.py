@@ -9,17 +9,23 @@ One line at startup::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import Engine
+from typing_extensions import Unpack
 
 from .auto import AllEngines, instrument_all
-from .config import UNSET, Settings
+from .config import Settings, resolve_settings
 from .instrumentation import Instrumentation, instrument_engine, instrumented, uninstrument_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "AllEngines",
     "Instrumentation",
+    "Options",
     "Settings",
     "__version__",
     "instrument",
@@ -30,70 +36,55 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+class Options(TypedDict, total=False):
+    """The keywords of :func:`instrument` (README, "Configuration")."""
+
+    name: str | None
+    labels: Mapping[str, str]
+    registry: CollectorRegistry | None
+    port: int | None
+    addr: str
+    leak_threshold: float | None
+    leak_stacks: bool
+    slow_query_threshold: float | None
+    statement_metrics: bool
+    max_query_summaries: int
+    pool_buckets: Sequence[float]
+    operation_buckets: Sequence[float]
+    prometheus: bool
+    tracing: bool | None
+    wait_span_threshold: float
+    exemplars: bool
+    tracer_provider: Any
+    meter_provider: Any
+
+
+_NOT_SETTINGS = ("registry", "tracer_provider", "meter_provider")
+
+
 @overload
-def instrument(engine: None = None, **kwargs: Any) -> AllEngines: ...
+def instrument(engine: None = None, **options: Unpack[Options]) -> AllEngines: ...
 @overload
-def instrument(engine: Any, **kwargs: Any) -> Instrumentation: ...
+def instrument(engine: Engine | AsyncEngine, **options: Unpack[Options]) -> Instrumentation: ...
 
 
 def instrument(
-    engine: Any = None,
-    *,
-    name: str | None | Any = UNSET,
-    labels: Mapping[str, str] | Any = UNSET,
-    registry: CollectorRegistry | None = None,
-    port: int | None | Any = UNSET,
-    addr: str | Any = UNSET,
-    leak_threshold: float | None | Any = UNSET,
-    leak_stacks: bool | Any = UNSET,
-    slow_query_threshold: float | None | Any = UNSET,
-    statement_metrics: bool | Any = UNSET,
-    max_query_summaries: int | Any = UNSET,
-    pool_buckets: Sequence[float] | Any = UNSET,
-    operation_buckets: Sequence[float] | Any = UNSET,
-    prometheus: bool | Any = UNSET,
-    tracing: bool | Any = UNSET,
-    wait_span_threshold: float | Any = UNSET,
-    exemplars: bool | Any = UNSET,
-    tracer_provider: Any = None,
-    meter_provider: Any = None,
+    engine: Engine | AsyncEngine | None = None, **options: Unpack[Options]
 ) -> Instrumentation | AllEngines:
     """Instrument ``engine`` (an ``Engine`` or ``AsyncEngine``), or with no engine every engine
     created from now on. Calling it again for the same engine returns the same handle.
 
     Every setting not passed is read from ``POOLWATCH_<SETTING>`` in the environment, else its
-    default (README, "Configuration"). A bad value raises ``ValueError`` naming the setting.
+    default (README, "Configuration"). A bad value raises ``ValueError`` naming the setting; an
+    unknown keyword raises ``TypeError``.
     """
-    overrides = {
-        key: value
-        for key, value in (
-            ("name", name), ("labels", labels), ("port", port), ("addr", addr),
-            ("leak_threshold", leak_threshold), ("leak_stacks", leak_stacks),
-            ("slow_query_threshold", slow_query_threshold),
-            ("statement_metrics", statement_metrics),
-            ("max_query_summaries", max_query_summaries), ("pool_buckets", pool_buckets),
-            ("operation_buckets", operation_buckets), ("prometheus", prometheus),
-            ("tracing", tracing), ("wait_span_threshold", wait_span_threshold),
-            ("exemplars", exemplars),
-        )  # fmt: skip
-        if value is not UNSET
-    }
+    given: dict[str, Any] = dict(options)
+    registry = given.pop("registry", None)
+    providers = {k: given.pop(k, None) for k in ("tracer_provider", "meter_provider")}
     if engine is None:
-        from .config import resolve_settings
-
-        resolve_settings(overrides)  # fail now, not at the first create_engine()
-        return instrument_all(
-            overrides,
-            registry,
-            {"tracer_provider": tracer_provider, "meter_provider": meter_provider},
-        )
-    return instrument_engine(
-        engine,
-        overrides,
-        registry=registry,
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
-    )
+        resolve_settings(given)  # fail now, not at the first create_engine()
+        return instrument_all(given, registry, providers)
+    return instrument_engine(engine, given, registry=registry, **providers)
 
 
 def uninstrument(engine: Any) -> bool:

@@ -38,7 +38,10 @@ class AllEngines:
     poolwatch from every engine this mode instrumented."""
 
     def __init__(
-        self, overrides: dict[str, Any], registry: CollectorRegistry | None, providers: dict[str, Any]
+        self,
+        overrides: dict[str, Any],
+        registry: CollectorRegistry | None,
+        providers: dict[str, Any],
     ) -> None:
         self._overrides = overrides
         self._registry = registry
@@ -80,7 +83,7 @@ class AllEngines:
                 **self._providers,
             )  # fmt: skip
             self._handles.append(handle)
-        except Exception as e:  # noqa: BLE001 - never break the application's create_engine
+        except Exception as e:
             logger.error("poolwatch: could not instrument engine %r: %s", engine, e)
 
     @property

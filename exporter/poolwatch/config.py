@@ -7,6 +7,7 @@ accepts, so a typo fails at startup rather than silently turning monitoring off.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Mapping
@@ -199,18 +200,18 @@ def _parse_labels(setting: str, raw: object, source: str) -> dict[str, str]:
     else:
         raise _fail(setting, raw, accepts, source)
     out: dict[str, str] = {}
-    for key, value in items:
+    for label, label_value in items:
         if (
-            not isinstance(key, str)
-            or not key
-            or key[0].isdigit()
-            or key.startswith("__")
-            or not set(key) <= _LABEL_NAME_CHARS
-            or key in _RESERVED_LABELS
-            or not isinstance(value, str)
+            not isinstance(label, str)
+            or not label
+            or label[0].isdigit()
+            or label.startswith("__")
+            or not set(label) <= _LABEL_NAME_CHARS
+            or label in _RESERVED_LABELS
+            or not isinstance(label_value, str)
         ):
             raise _fail(setting, raw, accepts, source)
-        out[key] = value
+        out[label] = label_value
     return out
 
 
@@ -229,7 +230,7 @@ def _parse_buckets(setting: str, raw: object, source: str) -> tuple[float, ...]:
             raise _fail(setting, raw, accepts, source)
         values.append(float(v))
     if any(not math.isfinite(v) or v <= 0 for v in values) or any(
-        b <= a for a, b in zip(values, values[1:])
+        b <= a for a, b in itertools.pairwise(values)
     ):
         raise _fail(setting, raw, accepts, source)
     return tuple(values)
@@ -268,7 +269,7 @@ def _parse(setting: str, raw: object, source: str) -> Any:
 def resolve_settings(
     overrides: Mapping[str, object], environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build :class:`Settings` from keyword overrides (``UNSET`` = not given) and the environment."""
+    """Build :class:`Settings` from keyword overrides and the environment (keywords win)."""
     env = os.environ if environ is None else environ
     known = set(_ENV_SETTINGS)
     unknown = set(overrides) - known

@@ -42,9 +42,20 @@ class Phase:
 
 PHASES: tuple[Phase, ...] = (
     Phase("steady", 0.2, 3, 0.02, description="normal traffic, the pool has room"),
-    Phase("burst", 0.2, 24, 0.5, description="a burst saturates the pool; callers wait and time out"),
-    Phase("leak", 0.2, 3, 0.02, leak=True, description="a connection is checked out and never returned"),
-    Phase("slow queries", 0.2, 3, 0.02, slow_workers=3, description="slow statements hold connections"),
+    Phase(
+        "burst", 0.2, 24, 0.5, description="a burst saturates the pool; callers wait and time out"
+    ),
+    Phase(
+        "leak",
+        0.2,
+        3,
+        0.02,
+        leak=True,
+        description="a connection is checked out and never returned",
+    ),
+    Phase(
+        "slow queries", 0.2, 3, 0.02, slow_workers=3, description="slow statements hold connections"
+    ),
     Phase("recovery", 0.2, 3, 0.02, description="back to normal; gauges return to idle"),
 )
 MAX_WORKERS = max(p.workers for p in PHASES)
@@ -59,6 +70,11 @@ def _sleep_sql(engine: Engine, seconds: float) -> Any:
     return text("SELECT demo_sleep(:s)").bindparams(s=seconds)
 
 
+def _sqlite_sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return 0
+
+
 def make_engine(url: str) -> Engine:
     engine = create_engine(
         url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT,
@@ -70,7 +86,7 @@ def make_engine(url: str) -> Engine:
         def _functions(dbapi_connection: Any, record: Any) -> None:
             # SQLite has no sleep(); the demo's "slow query" needs one. WAL lets readers and
             # the writer proceed together, as they would on a server database.
-            dbapi_connection.create_function("demo_sleep", 1, lambda s: time.sleep(s) or 0)
+            dbapi_connection.create_function("demo_sleep", 1, _sqlite_sleep)
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             dbapi_connection.execute("PRAGMA busy_timeout=5000")
 
@@ -143,7 +159,7 @@ class Workload:
                             text("INSERT INTO orders (customer_id, total) VALUES (:c, :t)"),
                             {"c": cid, "t": rnd.randint(1, 500)},
                         )
-            except Exception as e:  # noqa: BLE001 - the demo shows errors, it does not die
+            except Exception as e:
                 self._count(e)
             self.stop.wait(0.01 + rnd.random() * 0.03)
 
@@ -155,7 +171,7 @@ class Workload:
                 continue
             try:
                 conn = self.engine.connect()
-            except Exception as e:  # noqa: BLE001 - the pool may be exhausted; try again
+            except Exception as e:
                 self._count(e)
                 continue
             try:
@@ -173,7 +189,7 @@ class Workload:
             try:
                 with self.engine.connect() as c:
                     c.execute(_sleep_sql(self.engine, 1.0))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._count(e)
 
     def close(self) -> None:
@@ -202,9 +218,10 @@ class PoolView:
             if metric.name != "db_client_connection_wait_time_seconds":
                 continue
             for s in metric.samples:
-                if s.name.endswith("_bucket") and s.labels.get(
-                    "db_client_connection_pool_name"
-                ) == self.pool:
+                if (
+                    s.name.endswith("_bucket")
+                    and s.labels.get("db_client_connection_pool_name") == self.pool
+                ):
                     out[float(s.labels["le"])] = s.value
         return out
 
@@ -267,7 +284,9 @@ def _render_rich(elapsed: float, total: float, phase: Phase, r: dict[str, float]
     from rich.text import Text
 
     used, cmax = int(r["used"]), int(r["max"]) or 1
-    bar = ProgressBar(total=cmax, completed=used, width=30, complete_style="red" if used >= cmax else "green")
+    bar = ProgressBar(
+        total=cmax, completed=used, width=30, complete_style="red" if used >= cmax else "green"
+    )
     table = Table(title=f"poolwatch demo — {url}", expand=False)
     for col in ("phase", "used / max", "", "idle", "waiting", "wait p99", "timeouts", "leaked"):
         table.add_column(col)
@@ -279,7 +298,8 @@ def _render_rich(elapsed: float, total: float, phase: Phase, r: dict[str, float]
     done = ProgressBar(total=total or 1, completed=min(elapsed, total) if total else 0, width=60)
     caption = Text(f"{phase.description}\n", style="italic")
     footer = Text(
-        f"{elapsed:.0f}s" + (f" of {total:.0f}s" if total else " (Ctrl-C to stop)")
+        f"{elapsed:.0f}s"
+        + (f" of {total:.0f}s" if total else " (Ctrl-C to stop)")
         + "  ·  scrape /metrics at the address above",
         style="dim",
     )

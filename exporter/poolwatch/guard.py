@@ -43,5 +43,5 @@ class ErrorReporter:
                     LOG_INTERVAL_SECONDS,
                     exc_info=exc,
                 )
-        except Exception:  # noqa: BLE001 - the reporter itself must never raise
+        except Exception:
             pass

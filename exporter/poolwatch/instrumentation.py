@@ -14,7 +14,7 @@ from .config import Settings, resolve_settings, tracing_enabled
 from .guard import logger
 from .leaks import LeakDetector
 from .naming import NameRegistry, db_system_name, default_pool_name
-from .prometheus import metrics_for, PrometheusTracker
+from .prometheus import PrometheusTracker, metrics_for
 from .server import ensure_http_server
 from .sqlalchemy_pool import PoolInstrumentation
 from .state import PoolState
@@ -136,9 +136,9 @@ class Instrumentation:
                 return
             self._active = False
             self._finalizer.detach()
-            for engine, inst in list(_instrumented.items()):
+            for instrumented_engine, inst in list(_instrumented.items()):
                 if inst is self:
-                    del _instrumented[engine]
+                    del _instrumented[instrumented_engine]
             engine = self._pool._engine()
         self._teardown()
         if engine is not None and self._tracing is not None:
@@ -152,7 +152,7 @@ class Instrumentation:
             if self._leaks is not None:
                 self._leaks.stop()
             self.tracker.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("uninstrument", e)
         finally:
             _names.release(_NAME_SCOPE, self.name)
@@ -232,5 +232,3 @@ def uninstrument_engine(engine: Any) -> bool:
 def instrumented(engine: Any) -> Instrumentation | None:
     with _lock:
         return _instrumented.get(getattr(engine, "sync_engine", engine))
-
-

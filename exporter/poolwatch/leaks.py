@@ -145,7 +145,7 @@ class _Watcher:
             for d in detectors:
                 try:
                     d.scan(now)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     d.state.errors.report("leak_detection", e)
 
 

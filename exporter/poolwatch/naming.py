@@ -6,7 +6,7 @@ import threading
 
 from sqlalchemy.engine import URL
 
-__all__ = ["NameRegistry", "default_pool_name", "db_system_name"]
+__all__ = ["NameRegistry", "db_system_name", "default_pool_name"]
 
 _DEFAULT_PORTS = {
     "postgresql": 5432,

@@ -102,7 +102,8 @@ class PrometheusMetrics:
         unknown = set(labels) - set(self.extra_labels)
         if unknown:
             raise ValueError(
-                f"poolwatch: labels={dict(labels)!r} adds label(s) {sorted(unknown)} that the pools "
+                f"poolwatch: labels={dict(labels)!r} adds label(s) {sorted(unknown)} that the "
+                "pools "
                 f"already instrumented into this registry do not have ({list(self.extra_labels)}); "
                 "labels accepts the same label names for every pool of one registry (values may "
                 "differ, and a name may be left out)"
@@ -194,10 +195,15 @@ class PoolStateCollector(Collector):
                 "poolwatch_pool_info",
                 "The pool's configuration (value is always 1).",
                 labels=[
-                    *base, "pool_class", "pool_size", "max_overflow", "timeout", "recycle",
+                    *base,
+                    "pool_class",
+                    "pool_size",
+                    "max_overflow",
+                    "timeout",
+                    "recycle",
                     "pre_ping",
                 ],
-            ),  # fmt: skip
+            ),
             CounterMetricFamily(
                 "poolwatch_instrumentation_errors",
                 "Errors inside poolwatch itself, by component; the application was not affected.",
@@ -213,7 +219,7 @@ class PoolStateCollector(Collector):
         for state, values in pools:
             try:
                 snap = state.snapshot()
-            except Exception as e:  # noqa: BLE001 - a broken pool must not break the scrape
+            except Exception as e:
                 state.errors.report("collect", e)
             else:
                 lim = snap.limits
@@ -306,7 +312,9 @@ class PrometheusTracker:
         )
         return self._with_exemplar(child.observe)
 
-    def statement_failed(self, operation: str, summary: str, error_type: str, seconds: float) -> None:
+    def statement_failed(
+        self, operation: str, summary: str, error_type: str, seconds: float
+    ) -> None:
         child = self._m.operation_duration.labels(
             *self._values, self._db_system, operation, summary, error_type
         )
@@ -319,7 +327,7 @@ class PrometheusTracker:
     def close(self) -> None:
         m = self._m
         m.collector.remove(self._state)
-        mine = dict(zip(m.base_labels, self._values))
+        mine = dict(zip(m.base_labels, self._values, strict=True))
         for metric in (
             m.wait_time, m.use_time, m.create_time, m.timeouts, m.operation_duration,
             m.connection_errors, m.invalidations, m.leaks, m.summaries_folded,
@@ -328,7 +336,9 @@ class PrometheusTracker:
 
 
 def _remove_matching(metric: Any, labels: Mapping[str, str]) -> None:
-    metric.remove_by_labels(labels) if _has_partial_remove(metric) else _remove_exact(metric, labels)
+    metric.remove_by_labels(labels) if _has_partial_remove(metric) else _remove_exact(
+        metric, labels
+    )
 
 
 def _has_partial_remove(metric: Any) -> bool:

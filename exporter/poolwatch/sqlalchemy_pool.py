@@ -60,8 +60,10 @@ def pool_limits(pool: Pool) -> PoolLimits:
     if isinstance(pool, StaticPool):
         return PoolLimits(max=1, idle_max=1, **common)
     if isinstance(pool, SingletonThreadPool):
-        size = getattr(pool, "size", None)
-        return PoolLimits(pool_size=size if isinstance(size, int) else None, **common)
+        thread_pool_size = getattr(pool, "size", None)
+        return PoolLimits(
+            pool_size=thread_pool_size if isinstance(thread_pool_size, int) else None, **common
+        )
     if isinstance(pool, NullPool):
         return PoolLimits(idle_max=0, **common)
     return PoolLimits(**common)
@@ -122,14 +124,17 @@ class PoolInstrumentation:
                 try:
                     if engine is not None and event.contains(engine, name, fn):
                         event.remove(engine, name, fn)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     self.state.errors.report("uninstrument", e)
             self._listeners.clear()
             for ref in self._wrapped:
                 pool = ref()
                 # Only undo our own wrapper; if something wrapped it after us, ours stays in
                 # place but inert (``_active`` is False).
-                if pool is not None and getattr(pool.__dict__.get("connect"), "_poolwatch", None) is self:
+                if (
+                    pool is not None
+                    and getattr(pool.__dict__.get("connect"), "_poolwatch", None) is self
+                ):
                     del pool.__dict__["connect"]
             self._wrapped.clear()
 
@@ -179,7 +184,7 @@ class PoolInstrumentation:
                     instrumentation.leaks.checked_out(fairy._connection_record)
                 if instrumentation.on_wait is not None:
                     instrumentation.on_wait(t0, t1, None)
-            except Exception as e:  # noqa: BLE001 - never into the application
+            except Exception as e:
                 errors.report("checkout", e)
             return fairy
 
@@ -199,7 +204,7 @@ class PoolInstrumentation:
                 self.tracker.connection_error(classify_error(error))
             if self.on_wait is not None:
                 self.on_wait(t0, t1, error)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("checkout", e)
 
     # -- pool events --------------------------------------------------------------------------
@@ -215,7 +220,7 @@ class PoolInstrumentation:
                 self.state.live.discard(record)
             if self.leaks is not None:
                 self.leaks.checked_in(record, t0)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("checkin", e)
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
@@ -227,13 +232,13 @@ class PoolInstrumentation:
             started = record.last_connect_time
             if started:
                 self.tracker.created(max(0.0, time.time() - started))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("connect", e)
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
         try:
             self.state.live.discard(record)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("close", e)
 
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
@@ -244,20 +249,20 @@ class PoolInstrumentation:
                 self.tracker.use(time.perf_counter() - t0)
             if self.leaks is not None:
                 self.leaks.checked_in(record, t0)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("detach", e)
 
     def _on_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         try:
             kind = "pre_ping" if isinstance(exception, sa_exc.InvalidatePoolError) else "hard"
             self.tracker.invalidated(kind, self._reason(exception))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("invalidate", e)
 
     def _on_soft_invalidate(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         try:
             self.tracker.invalidated("soft", self._reason(exception))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("invalidate", e)
 
     def _reason(self, exception: BaseException | None) -> str:
@@ -279,5 +284,5 @@ class PoolInstrumentation:
                     self._wrap(engine.pool)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("poolwatch: following the new pool of %r", self.state.name)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("dispose", e)

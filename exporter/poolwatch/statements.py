@@ -91,9 +91,7 @@ class StatementInstrumentation:
         series_for = self._series_for
         instrumentation = self
 
-        def poolwatch_execute(
-            cursor: Any, statement: str, *args: Any, **kwargs: Any
-        ) -> Any:
+        def poolwatch_execute(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
             if not instrumentation._active:
                 return original(cursor, statement, *args, **kwargs)
             series = cache.get(statement)
@@ -111,7 +109,7 @@ class StatementInstrumentation:
                 slow = instrumentation.slow_threshold
                 if slow is not None and elapsed >= slow:
                     instrumentation._log_slow(series, statement, elapsed)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 instrumentation.state.errors.report("statement", e)
             return result
 
@@ -132,7 +130,7 @@ class StatementInstrumentation:
                     self._cache.clear()
                 self._cache[statement] = series
             return series
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
 
@@ -157,11 +155,13 @@ class StatementInstrumentation:
             self._by_summary[summary] = series
             return series
 
-    def _failed(self, series: _Series, statement: str, elapsed: float, error: BaseException) -> None:
+    def _failed(
+        self, series: _Series, statement: str, elapsed: float, error: BaseException
+    ) -> None:
         try:
             error_type = classify_error(error)
             self.tracker.statement_failed(series.operation, series.summary, error_type, elapsed)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.state.errors.report("statement", e)
 
     def _log_slow(self, series: _Series, statement: str, elapsed: float) -> None:

@@ -67,7 +67,7 @@ MAX_SUMMARY_LEN = 255
 SCAN_LIMIT = 64 * 1024
 # Significant tokens read at most (a long SELECT list is one token; deeply nested
 # parentheses are one each). Bounds the worst case to a few milliseconds.
-TOKEN_LIMIT = 4096
+TOKEN_LIMIT = 2048
 UNKNOWN_SUMMARY = "other"
 
 # --------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ _BACKSLASH_BODY = r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?"
 # Words the query states react to; any other word is noise there.
 _INTERESTING = (
     _DML | _CLAUSE_END | _NOT_OP_AFTER
-    | frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", "USING", "DISTINCT", "BEGIN", "CASE", "END"})
+    | frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", "USING", "DISTINCT"})
 )
 
 
@@ -223,11 +223,11 @@ def _lexers(standard: bool) -> tuple[re.Pattern[str], re.Pattern[str], re.Patter
     # Long runs of blanks, digits and operators go in one step: the regex engine's cost is
     # per alternative tried, so IN (1, 2, ...) must not be one step per number.
     run = r"[\s\d+*=<>!|&^~.\[\]{}]+"
+    run_comma = r"[\s\d+*=<>!|&^~.\[\]{},]+"
     # Ordered: E'' before words, '::' before ':name'. '$' is never noise on its own: it may
     # open a dollar quote, which the scanner must see.
     estring = rf"[eE]'{_BACKSLASH_BODY}"
     rest = "|".join([
-        strings,
         r"\$\d+|\?\d*|%\(\w*\)s|%s(?![\w$])|::|:(?:[^\W\d]\w*|\d+)|@@?[^\W\d][\w$.]*",
         r"--[^\n]*",
         r"\#(?![>\-])[^\n]*",  # MySQL comment; '#>' '#>>' '#-' are PostgreSQL operators
@@ -242,9 +242,9 @@ def _lexers(standard: bool) -> tuple[re.Pattern[str], re.Pattern[str], re.Patter
     # Their insides are atomic (lookahead + backreference, as Python 3.10 has no (?>...)):
     # if the closing parenthesis is missing, no other split of the same text is tried, so
     # a literal or comment can never end early and let its content be read as SQL.
-    inner0 = f"(?:{run}|,|{estring}|{nonop}|{rest})"
+    inner0 = f"(?:{run_comma}|{strings}|{estring}|{nonop}|{rest})"
     group0 = rf"\((?=(?P<g0>{inner0}*))(?P=g0)\)"
-    inner1 = f"(?:{run}|,|{estring}|{nonop}|{rest}|{group0})"
+    inner1 = f"(?:{run_comma}|{strings}|{estring}|{nonop}|{rest}|{group0})"
     group1 = rf"\((?=(?P<g1>{inner1}*))(?P=g1)\)"
     ident = f"(?:{_WORD}|{qident})"
     sig = (
@@ -258,9 +258,9 @@ def _lexers(standard: bool) -> tuple[re.Pattern[str], re.Pattern[str], re.Patter
         return re.compile(f"(?:{'|'.join(noise)})*{sig}", re.DOTALL)
 
     return (
-        lexer(run, estring, rest),
-        lexer(run, estring, boring, rest, group1),
-        lexer(run, ",", estring, boring, rest, group1),
+        lexer(run, strings, estring, rest),
+        lexer(run, strings, estring, boring, rest, group1),
+        lexer(run_comma, strings, estring, boring, rest, group1),
     )
 
 
@@ -426,8 +426,9 @@ class _Scanner:
     def skip_rest(self, blocks: bool = False) -> None:
         """Up to the end of the statement; with blocks, BEGIN/CASE .. END bodies too."""
         depth = block = 0
+        lexer = self.lex_table if blocks else self.lex_plain
         while True:
-            kind, tok = self.next(self.lex_plain)
+            kind, tok = self.next(lexer)
             if kind == "lp":
                 depth += 1
             elif kind == "rp":

@@ -42,7 +42,9 @@ class PoolTracker(Protocol):
         """The recorder for successful statements of one summary (resolved once, then cached)."""
         ...
 
-    def statement_failed(self, operation: str, summary: str, error_type: str, seconds: float) -> None:
+    def statement_failed(
+        self, operation: str, summary: str, error_type: str, seconds: float
+    ) -> None:
         """A statement that raised."""
 
     def summary_folded(self) -> None:
@@ -80,7 +82,9 @@ class NullTracker:
     def statement(self, operation: str, summary: str) -> Recorder:
         return _ignore
 
-    def statement_failed(self, operation: str, summary: str, error_type: str, seconds: float) -> None:
+    def statement_failed(
+        self, operation: str, summary: str, error_type: str, seconds: float
+    ) -> None:
         pass
 
     def summary_folded(self) -> None:
@@ -132,7 +136,9 @@ class CompositeTracker:
     def statement(self, operation: str, summary: str) -> Recorder:
         return _fan_out([t.statement(operation, summary) for t in self._trackers])
 
-    def statement_failed(self, operation: str, summary: str, error_type: str, seconds: float) -> None:
+    def statement_failed(
+        self, operation: str, summary: str, error_type: str, seconds: float
+    ) -> None:
         for t in self._trackers:
             t.statement_failed(operation, summary, error_type, seconds)
 

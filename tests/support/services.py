@@ -53,8 +53,18 @@ class ThrowawayCluster:
         self.port = free_port()
         self.data = self.dir / "data"
         self._run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-             "--no-sync", "-E", "UTF8"]
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
         )
         conf = self.data / "postgresql.conf"
         with conf.open("a") as f:
@@ -79,8 +89,19 @@ class ThrowawayCluster:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
-                   "-w", "-t", "60", "start"])
+        self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
@@ -129,10 +150,16 @@ class PrometheusServer:
         self.port = free_port()
         self.log = (self.dir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
-            [prometheus_binary("prometheus"), f"--config.file={self.dir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir,
+            [
+                prometheus_binary("prometheus"),
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
         )
         wait_for_port(self.port)
         self.wait_ready()
@@ -162,7 +189,9 @@ class PrometheusServer:
 
 
 @contextlib.contextmanager
-def prometheus(config_yaml: str, extra_files: dict[str, str] | None = None) -> Iterator[PrometheusServer]:
+def prometheus(
+    config_yaml: str, extra_files: dict[str, str] | None = None
+) -> Iterator[PrometheusServer]:
     server = PrometheusServer(config_yaml, extra_files)
     try:
         yield server

@@ -1,0 +1,121 @@
+"""Scrape cost: `generate_latest(registry)` over 20 instrumented pools x 100 statement summaries.
+
+    python benchmarks/scrape.py [--quick] [--pools 20] [--summaries 100] [--scrapes 30]
+
+Builds the series with real statements: 20 SQLite engines (QueuePool) on one database file with
+100 tables, each engine instrumented with poolwatch into one CollectorRegistry and running
+`SELECT * FROM t_<k>` for every table (100 distinct `db_query_summary` values per pool). Then
+times `prometheus_client.generate_latest(registry)`: median over the scrapes, the garbage
+collector disabled inside each timed scrape and run between scrapes.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+from _harness import base_parser, fmt_time, median, pin, resolve_cpu, write_json
+
+BUDGET_MS = 50.0
+
+
+def build(pools: int, summaries: int, db_path: str) -> tuple[Any, list[Any], list[Any]]:
+    import poolwatch
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import QueuePool
+
+    url = f"sqlite:///{db_path}"
+    setup = create_engine(url, poolclass=QueuePool)
+    with setup.begin() as c:
+        for k in range(summaries):
+            c.execute(text(f"CREATE TABLE IF NOT EXISTS t_{k} (id INTEGER PRIMARY KEY, v TEXT)"))
+    setup.dispose()
+
+    registry = CollectorRegistry()
+    engines, handles = [], []
+    for i in range(pools):
+        engine = create_engine(url, poolclass=QueuePool)
+        handles.append(poolwatch.instrument(engine, name=f"bench-pool-{i:02d}", registry=registry,
+                                            tracing=False))
+        with engine.connect() as c:
+            for k in range(summaries):
+                for _ in range(3):
+                    c.execute(text(f"SELECT * FROM t_{k}"))
+        engines.append(engine)
+    return registry, engines, handles
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--pools", type=int, default=20)
+    p.add_argument("--summaries", type=int, default=100)
+    p.add_argument("--scrapes", type=int, help="timed scrapes (default 30, --quick 5)")
+    p.add_argument("--cpu", type=int, default=-2, help="pin to this core (-1: do not)")
+    args = p.parse_args(argv)
+    pin(resolve_cpu(args.cpu))
+    scrapes = args.scrapes or (5 if args.quick else 30)
+    from prometheus_client import generate_latest
+
+    with tempfile.TemporaryDirectory(prefix="poolwatch-scrape-") as tmp:
+        t0 = time.perf_counter()
+        registry, engines, handles = build(args.pools, args.summaries, os.path.join(tmp, "s.db"))
+        build_s = time.perf_counter() - t0
+
+        body = generate_latest(registry)  # warm-up, and the exposition we describe
+        times: list[int] = []
+        for _ in range(scrapes):
+            gc.collect()
+            gc.disable()
+            try:
+                t = time.perf_counter_ns()
+                generate_latest(registry)
+                times.append(time.perf_counter_ns() - t)
+            finally:
+                gc.enable()
+
+        text_body = body.decode()
+        samples = sum(1 for line in text_body.splitlines() if line and not line.startswith("#"))
+        per_pool: dict[str, set[str]] = {}
+        for m in re.finditer(
+            r'^db_client_operation_duration_seconds_count\{([^}]*)\}', text_body, re.M
+        ):
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1)))
+            per_pool.setdefault(labels.get("db_client_connection_pool_name", "?"), set()).add(
+                labels.get("db_query_summary", "?"))
+        summaries_seen = sorted(len(v) for v in per_pool.values())
+        for h in handles:
+            h.uninstrument()
+        for e in engines:
+            e.dispose()
+
+    med = median(times)
+    result = {
+        "pools": args.pools, "summaries_per_pool": args.summaries, "scrapes": scrapes,
+        "median_ns": med, "min_ns": min(times), "max_ns": max(times),
+        "exposition_bytes": len(body), "samples": samples,
+        "pools_seen": len(per_pool),
+        "summaries_per_pool_seen": [summaries_seen[0], summaries_seen[-1]] if summaries_seen else [],
+        "build_s": round(build_s, 2), "budget_ms": BUDGET_MS,
+    }
+    print(f"scrape: {args.pools} pools x {args.summaries} summaries -> {samples} samples, "
+          f"{len(body) / 1024:.0f} KiB; built in {build_s:.1f} s")
+    print(f"  generate_latest: median {fmt_time(med)} (min {fmt_time(min(times))}, "
+          f"max {fmt_time(max(times))}) over {scrapes} scrapes; budget {BUDGET_MS:.0f} ms")
+    print(f"  pools in exposition: {len(per_pool)}; distinct db_query_summary per pool: "
+          f"{summaries_seen[0] if summaries_seen else 0}-{summaries_seen[-1] if summaries_seen else 0}")
+    write_json(args.json, result)
+    if len(per_pool) != args.pools:
+        print(f"ERROR: expected {args.pools} pools in the exposition, saw {len(per_pool)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
