@@ -152,13 +152,13 @@ def test_prometheus_rule_files_resolve_to_exactly_the_shipped_rules() -> None:
     assert found == {RULES_FILE.resolve()}  # and not the promtool test files
 
 
-def adapted_config(rules_dir: str, scrape_port: int, alertmanager_port: int) -> dict[str, Any]:
+def adapted_config(rules_dir: str, scrape_target: str, alertmanager_port: int) -> dict[str, Any]:
     """The shipped config with only container paths and network targets replaced."""
     config = yaml.safe_load(PROM_CONFIG_PATH.read_text())
     config["rule_files"] = [f"{rules_dir}/{PurePosixPath(p).name}" for p in config["rule_files"]]
     for job in config["scrape_configs"]:
         if job["job_name"] == "poolwatch-demo":
-            job["static_configs"] = [{"targets": [f"127.0.0.1:{scrape_port}"]}]
+            job["static_configs"] = [{"targets": [scrape_target]}]
     config["alerting"]["alertmanagers"][0]["static_configs"] = [
         {"targets": [f"127.0.0.1:{alertmanager_port}"]}]
     return config

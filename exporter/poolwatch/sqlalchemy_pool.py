@@ -1,8 +1,11 @@
 """SQLAlchemy pool instrumentation: event listeners plus a wrapper around ``pool.connect``.
 
 SQLAlchemy fires no event before a checkout, so waits, waiting callers and timeouts can only be
-seen by wrapping the pool's public ``connect()``; ``engine.dispose()`` swaps in a new pool, which
-is wrapped again from the ``engine_disposed`` event. Everything else comes from pool events.
+seen by wrapping the pool's public ``connect()``. ``engine.dispose()`` swaps in the pool returned
+by the old pool's ``recreate()``, which is wrapped too, so the new pool is followed. (The
+``engine_disposed`` event would say the same, but any engine-level event listener sets
+``engine._has_events`` and sends every statement down SQLAlchemy's slower event path.)
+Everything else comes from pool events.
 
 Gauges never drift because they are not counters: ``used`` is the set of checked-out records
 (added by the wrapper, removed by ``checkin``/``detach``) and ``idle`` is the set of records with
@@ -105,13 +108,12 @@ class PoolInstrumentation:
             if engine is None:
                 return
             self.state.limits = self.limits
-            self._listen(engine, "checkin", self._on_checkin)
+            self._listen(engine, "checkin", self._checkin_listener())
             self._listen(engine, "connect", self._on_connect)
             self._listen(engine, "close", self._on_close)
             self._listen(engine, "detach", self._on_detach)
             self._listen(engine, "invalidate", self._on_invalidate)
             self._listen(engine, "soft_invalidate", self._on_soft_invalidate)
-            self._listen(engine, "engine_disposed", self._on_engine_disposed)
             self._wrap(engine.pool)
 
     def uninstall(self) -> None:
@@ -131,11 +133,9 @@ class PoolInstrumentation:
                 pool = ref()
                 # Only undo our own wrapper; if something wrapped it after us, ours stays in
                 # place but inert (``_active`` is False).
-                if (
-                    pool is not None
-                    and getattr(pool.__dict__.get("connect"), "_poolwatch", None) is self
-                ):
-                    del pool.__dict__["connect"]
+                for method in ("connect", "recreate"):
+                    if pool is not None and _is_ours(pool.__dict__.get(method), self):
+                        del pool.__dict__[method]
             self._wrapped.clear()
 
     def limits(self) -> PoolLimits:
@@ -188,9 +188,19 @@ class PoolInstrumentation:
                 errors.report("checkout", e)
             return fairy
 
-        poolwatch_connect.__wrapped__ = connect  # type: ignore[attr-defined]
-        poolwatch_connect._poolwatch = self  # type: ignore[attr-defined]
+        recreate = pool.recreate
+
+        def poolwatch_recreate() -> Pool:
+            new_pool = recreate()
+            if instrumentation._active:
+                instrumentation._follow(new_pool)
+            return new_pool
+
+        for original, wrapper in ((connect, poolwatch_connect), (recreate, poolwatch_recreate)):
+            wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+            wrapper._poolwatch = self  # type: ignore[attr-defined]
         pool.connect = poolwatch_connect  # type: ignore[method-assign]
+        pool.recreate = poolwatch_recreate  # type: ignore[method-assign]
         self._wrapped.append(weakref.ref(pool))
 
     def _checkout_failed(self, t0: float, error: BaseException, *, timed_out: bool) -> None:
@@ -208,20 +218,27 @@ class PoolInstrumentation:
             self.state.errors.report("checkout", e)
 
     # -- pool events --------------------------------------------------------------------------
-    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        try:
-            t0 = self.state.checked_out.pop(record, None)
-            if t0 is not None:
-                self.tracker.use(time.perf_counter() - t0)
-            if self.state.orphans and record in self.state.orphans:
-                # Returned to a pool the engine no longer uses: it is closed when that pool is
-                # garbage collected, and is not ours to count any more.
-                self.state.orphans.discard(record)
-                self.state.live.discard(record)
-            if self.leaks is not None:
-                self.leaks.checked_in(record, t0)
-        except Exception as e:
-            self.state.errors.report("checkin", e)
+    def _checkin_listener(self) -> Callable[[Any, Any], None]:
+        # A closure over locals: this runs on every checkin of every application using us.
+        state = self.state
+        checked_out = state.checked_out
+        tracker = self.tracker
+        perf_counter = time.perf_counter
+        instrumentation = self
+
+        def on_checkin(dbapi_connection: Any, record: Any) -> None:
+            try:
+                t0 = checked_out.pop(record, None)
+                if t0 is not None:
+                    tracker.use(perf_counter() - t0)
+                if state.has_orphans:
+                    state.orphan_returned(record)
+                if instrumentation.leaks is not None:
+                    instrumentation.leaks.checked_in(record, t0)
+            except Exception as e:
+                state.errors.report("checkin", e)
+
+        return on_checkin
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         try:
@@ -276,13 +293,18 @@ class PoolInstrumentation:
         self._reasons.add(reason)
         return reason
 
-    def _on_engine_disposed(self, engine: Engine) -> None:
+    def _follow(self, pool: Pool) -> None:
+        """The engine is swapping in ``pool`` (``engine.dispose()``)."""
         try:
             self.state.disown_current_records()
             with self._lock:
                 if self._active:
-                    self._wrap(engine.pool)
+                    self._wrap(pool)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("poolwatch: following the new pool of %r", self.state.name)
         except Exception as e:
             self.state.errors.report("dispose", e)
+
+
+def _is_ours(wrapper: object, owner: PoolInstrumentation) -> bool:
+    return getattr(wrapper, "_poolwatch", None) is owner

@@ -59,6 +59,8 @@ class PoolState:
         self.checked_out: dict[Any, float] = {}
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self.orphans: weakref.WeakSet[Any] = weakref.WeakSet()
+        # A plain flag, because even an empty WeakSet costs a Python-level __len__ per checkin.
+        self.has_orphans = False
         self.waiting: list[float] = []
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
@@ -70,8 +72,18 @@ class PoolState:
         for record in list(self.live):
             if record in out:
                 self.orphans.add(record)
+                self.has_orphans = True
             else:
                 self.live.discard(record)
+
+    def orphan_returned(self, record: Any) -> None:
+        """A record of a pool the engine no longer uses came back: that pool closes it when it
+        is garbage collected, so it is not ours to count any more."""
+        if record in self.orphans:
+            self.orphans.discard(record)
+            self.live.discard(record)
+        if not self.orphans:
+            self.has_orphans = False
 
     def snapshot(self) -> PoolSnapshot:
         out = list(self.checked_out)

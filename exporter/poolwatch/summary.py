@@ -73,95 +73,93 @@ UNKNOWN_SUMMARY = "other"
 # --------------------------------------------------------------------------------------
 # Vocabulary.
 
-_DML = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_DML = _words("SELECT INSERT UPDATE DELETE MERGE")
 # An INSERT/UPDATE/DELETE after these words is a clause, not an operation:
 # ON CONFLICT DO UPDATE, ON DUPLICATE KEY UPDATE, FOR [NO KEY] UPDATE, MERGE .. THEN
 # UPDATE, ON DELETE CASCADE, trigger events.
-_NOT_OP_AFTER = frozenset(
-    {"DO", "KEY", "FOR", "THEN", "ON", "OF", "OR", "BEFORE", "AFTER", "INSTEAD"}
-)
+_NOT_OP_AFTER = _words("DO KEY FOR THEN ON OF OR BEFORE AFTER INSTEAD")
 _TARGET_SKIP = {
-    "INSERT": frozenset(
-        {"INTO", "IGNORE", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "OR", "REPLACE",
-         "ROLLBACK", "ABORT", "FAIL"}
+    "INSERT": _words(
+        "INTO IGNORE LOW_PRIORITY DELAYED HIGH_PRIORITY OR REPLACE ROLLBACK ABORT FAIL"
     ),
-    "UPDATE": frozenset({"ONLY", "LOW_PRIORITY", "IGNORE", "OR", "REPLACE", "ROLLBACK",
-                         "ABORT", "FAIL"}),
-    "DELETE": frozenset({"FROM", "ONLY", "LOW_PRIORITY", "QUICK", "IGNORE"}),
-    "MERGE": frozenset({"INTO", "ONLY"}),
+    "UPDATE": _words("ONLY LOW_PRIORITY IGNORE OR REPLACE ROLLBACK ABORT FAIL"),
+    "DELETE": _words("FROM ONLY LOW_PRIORITY QUICK IGNORE"),
+    "MERGE": _words("INTO ONLY"),
 }
-_FROM_SKIP = frozenset({"LATERAL", "ONLY"})
+_FROM_SKIP = _words("LATERAL ONLY")
 # Words that end a FROM list (so later commas are not table separators).
-_CLAUSE_END = frozenset(
-    {"WHERE", "GROUP", "HAVING", "ORDER", "LIMIT", "OFFSET", "FETCH", "FOR", "WINDOW",
-     "UNION", "INTERSECT", "EXCEPT", "MINUS", "RETURNING", "SET", "VALUES", "WHEN",
-     "QUALIFY", "INTO", "SELECT"}
+_CLAUSE_END = _words(
+    "WHERE GROUP HAVING ORDER LIMIT OFFSET FETCH FOR WINDOW UNION INTERSECT EXCEPT MINUS"
+    " RETURNING SET VALUES WHEN QUALIFY INTO SELECT"
 )
 # Words that can not be a table where one is expected (malformed or truncated SQL).
-_NOT_TABLE = _CLAUSE_END | frozenset(
-    {"WITH", "ON", "USING", "AS", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS",
-     "NATURAL", "OUTER", "DEFAULT", "TABLE", "INSERT", "UPDATE", "DELETE", "MERGE"}
+_NOT_TABLE = _CLAUSE_END | _words(
+    "WITH ON USING AS JOIN INNER LEFT RIGHT FULL CROSS NATURAL OUTER DEFAULT TABLE INSERT"
+    " UPDATE DELETE MERGE"
 )
 
-_CREATE_MODIFIERS = frozenset(
-    {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "GLOBAL", "LOCAL", "UNIQUE",
-     "RECURSIVE", "CONSTRAINT", "TRUSTED", "PROCEDURAL", "DEFAULT", "FULLTEXT", "SPATIAL"}
+_CREATE_MODIFIERS = _words(
+    "OR REPLACE TEMP TEMPORARY UNLOGGED GLOBAL LOCAL UNIQUE RECURSIVE CONSTRAINT TRUSTED"
+    " PROCEDURAL DEFAULT FULLTEXT SPATIAL"
 )
-_OBJECT_FIRST = frozenset(
-    {"TABLE", "INDEX", "VIEW", "MATERIALIZED", "SEQUENCE", "SCHEMA", "DATABASE", "FUNCTION",
-     "PROCEDURE", "ROUTINE", "TRIGGER", "TYPE", "EXTENSION", "ROLE", "USER", "GROUP",
-     "DOMAIN", "AGGREGATE", "POLICY", "PUBLICATION", "SUBSCRIPTION", "RULE", "TABLESPACE",
-     "COLLATION", "CONVERSION", "OPERATOR", "SERVER", "STATISTICS", "LANGUAGE", "CAST",
-     "TRANSFORM", "EVENT", "FOREIGN", "VIRTUAL", "TEXT", "ACCESS", "LARGE", "SYSTEM"}
+_OBJECT_FIRST = _words(
+    "TABLE INDEX VIEW MATERIALIZED SEQUENCE SCHEMA DATABASE FUNCTION PROCEDURE ROUTINE"
+    " TRIGGER TYPE EXTENSION ROLE USER GROUP DOMAIN AGGREGATE POLICY PUBLICATION"
+    " SUBSCRIPTION RULE TABLESPACE COLLATION CONVERSION OPERATOR SERVER STATISTICS"
+    " LANGUAGE CAST TRANSFORM EVENT FOREIGN VIRTUAL TEXT ACCESS LARGE SYSTEM"
 )
 _OBJECT_NEXT = {
-    "MATERIALIZED": frozenset({"VIEW"}),
-    "FOREIGN": frozenset({"TABLE", "DATA"}),
-    "DATA": frozenset({"WRAPPER"}),
-    "VIRTUAL": frozenset({"TABLE"}),
-    "EVENT": frozenset({"TRIGGER"}),
-    "TEXT": frozenset({"SEARCH"}),
-    "SEARCH": frozenset({"CONFIGURATION", "DICTIONARY", "PARSER", "TEMPLATE"}),
-    "ACCESS": frozenset({"METHOD"}),
-    "USER": frozenset({"MAPPING"}),
-    "OPERATOR": frozenset({"CLASS", "FAMILY"}),
-    "LARGE": frozenset({"OBJECT"}),
+    "MATERIALIZED": _words("VIEW"),
+    "FOREIGN": _words("TABLE DATA"),
+    "DATA": _words("WRAPPER"),
+    "VIRTUAL": _words("TABLE"),
+    "EVENT": _words("TRIGGER"),
+    "TEXT": _words("SEARCH"),
+    "SEARCH": _words("CONFIGURATION DICTIONARY PARSER TEMPLATE"),
+    "ACCESS": _words("METHOD"),
+    "USER": _words("MAPPING"),
+    "OPERATOR": _words("CLASS FAMILY"),
+    "LARGE": _words("OBJECT"),
 }
 # Object types whose names are people (the metric contract keeps user names out of labels).
-_NAMELESS_OBJECTS = frozenset({"ROLE", "USER", "GROUP", "MAPPING"})
+_NAMELESS_OBJECTS = _words("ROLE USER GROUP MAPPING")
 # CREATE of these may carry AS SELECT ..., so the scan goes on after the name.
-_CREATE_WITH_QUERY = frozenset({"TABLE", "VIEW"})
-_DDL_NAME_SKIP = frozenset({"IF", "NOT", "EXISTS", "CONCURRENTLY", "ONLY"})
-_NOT_NAME = frozenset(
-    {"ON", "AS", "AUTHORIZATION", "FOR", "TO", "SET", "ALL", "IN", "WITH", "FROM", "USING",
-     "OF", "BY", "CASCADE", "RESTRICT", "RENAME", "ADD", "OWNER", "INTO"}
+_CREATE_WITH_QUERY = _words("TABLE VIEW")
+_DDL_NAME_SKIP = _words("IF NOT EXISTS CONCURRENTLY ONLY")
+_NOT_NAME = _words(
+    "ON AS AUTHORIZATION FOR TO SET ALL IN WITH FROM USING OF BY CASCADE RESTRICT RENAME"
+    " ADD OWNER INTO"
 )
 # Maintenance commands: options skipped, object words kept, then a list of tables.
 _MAINTENANCE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "TRUNCATE": (frozenset({"TABLE", "ONLY"}), frozenset()),
-    "LOCK": (frozenset({"TABLE", "ONLY"}), frozenset()),
-    "VACUUM": (frozenset({"FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE", "ONLY"}),
-               frozenset()),
-    "ANALYZE": (frozenset({"VERBOSE", "ONLY"}), frozenset()),
-    "ANALYSE": (frozenset({"VERBOSE", "ONLY"}), frozenset()),
-    "CLUSTER": (frozenset({"VERBOSE"}), frozenset()),
-    "REINDEX": (frozenset({"VERBOSE", "CONCURRENTLY"}),
-                frozenset({"INDEX", "TABLE", "SCHEMA", "DATABASE", "SYSTEM"})),
-    "REFRESH": (frozenset({"CONCURRENTLY"}), frozenset({"MATERIALIZED", "VIEW"})),
+    "TRUNCATE": (_words("TABLE ONLY"), frozenset()),
+    "LOCK": (_words("TABLE ONLY"), frozenset()),
+    "VACUUM": (_words("FULL FREEZE VERBOSE ANALYZE ANALYSE ONLY"), frozenset()),
+    "ANALYZE": (_words("VERBOSE ONLY"), frozenset()),
+    "ANALYSE": (_words("VERBOSE ONLY"), frozenset()),
+    "CLUSTER": (_words("VERBOSE"), frozenset()),
+    "REINDEX": (_words("VERBOSE CONCURRENTLY"), _words("INDEX TABLE SCHEMA DATABASE SYSTEM")),
+    "REFRESH": (_words("CONCURRENTLY"), _words("MATERIALIZED VIEW")),
 }
-_EXPLAIN_OPTIONS = frozenset({"ANALYZE", "ANALYSE", "VERBOSE", "QUERY", "PLAN"})
+_EXPLAIN_OPTIONS = _words("ANALYZE ANALYSE VERBOSE QUERY PLAN")
 # Commands summarised by their first word alone (their arguments are names of settings,
 # savepoints, cursors, channels, roles or prepared statements: not collections).
-_SINGLE_WORD = frozenset(
-    {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET",
-     "SHOW", "RESET", "DISCARD", "LISTEN", "NOTIFY", "UNLISTEN", "CHECKPOINT", "DO",
-     "EXECUTE", "EXEC", "PREPARE", "DEALLOCATE", "GRANT", "REVOKE", "COMMENT", "SECURITY",
-     "PRAGMA", "ATTACH", "DETACH", "USE", "DESCRIBE", "DESC", "DECLARE", "FETCH", "MOVE",
-     "CLOSE", "LOAD", "IMPORT", "REASSIGN", "KILL", "FLUSH", "OPTIMIZE", "RENAME", "HANDLER"}
+_SINGLE_WORD = _words(
+    "BEGIN START COMMIT END ROLLBACK ABORT SAVEPOINT RELEASE SET SHOW RESET DISCARD"
+    " LISTEN NOTIFY UNLISTEN CHECKPOINT DO EXECUTE EXEC PREPARE DEALLOCATE GRANT REVOKE"
+    " COMMENT SECURITY PRAGMA ATTACH DETACH USE DESCRIBE DESC DECLARE FETCH MOVE CLOSE"
+    " LOAD IMPORT REASSIGN KILL FLUSH OPTIMIZE RENAME HANDLER"
 )
 _OPERATIONS = (
-    _DML | _SINGLE_WORD | frozenset(_MAINTENANCE)
-    | frozenset({"REPLACE", "VALUES", "CREATE", "ALTER", "DROP", "EXPLAIN", "COPY", "CALL"})
+    _DML
+    | _SINGLE_WORD
+    | frozenset(_MAINTENANCE)
+    | _words("REPLACE VALUES CREATE ALTER DROP EXPLAIN COPY CALL")
 )
 
 
@@ -174,35 +172,27 @@ _OPERATIONS = (
 _WORD = r"[^\W\d][\w$]*"
 _BACKSLASH_BODY = r"[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?"
 # Words the query states react to; any other word is noise there.
-_INTERESTING = (
-    _DML | _CLAUSE_END | _NOT_OP_AFTER
-    | frozenset({"FROM", "JOIN", "STRAIGHT_JOIN", "USING", "DISTINCT"})
-)
+_INTERESTING = _DML | _CLAUSE_END | _NOT_OP_AFTER | _words("FROM JOIN STRAIGHT_JOIN USING DISTINCT")
 
 
 def _any_keyword(words: Iterable[str]) -> str:
     """Case-insensitive regex for whole words, as a trie: sre skips a branch on its first
     character class, which a flat alternation of (?i:...) literals does not allow."""
-    trie: dict[str, dict[str, object]] = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})  # type: ignore[assignment]
-        node[""] = {}
+    return _trie(sorted(words)) + r"(?![\w$])"
 
-    def emit(node: dict[str, object]) -> str:
-        branches = []
-        for ch, child in sorted(node.items()):
-            if ch == "":
-                branches.append("")
-                continue
-            cls = f"[{ch}{ch.lower()}]" if ch.isalpha() else re.escape(ch)
-            branches.append(cls + emit(child))  # type: ignore[arg-type]
-        if branches == [""]:
-            return ""
-        return "(?:" + "|".join(sorted(branches, key=lambda b: b == "")) + ")"
 
-    return emit(trie) + r"(?![\w$])"
+def _trie(suffixes: list[str]) -> str:
+    by_first: dict[str, list[str]] = {}
+    for suffix in suffixes:
+        if suffix:
+            by_first.setdefault(suffix[0], []).append(suffix[1:])
+    branches = [
+        (f"[{ch}{ch.lower()}]" if ch.isalpha() else re.escape(ch)) + _trie(rest)
+        for ch, rest in sorted(by_first.items())
+    ]
+    if "" in suffixes:
+        branches.append("")  # a word may end here; longer ones are tried first
+    return "" if branches in ([], [""]) else "(?:" + "|".join(branches) + ")"
 
 
 def _lexers(standard: bool) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
@@ -227,12 +217,14 @@ def _lexers(standard: bool) -> tuple[re.Pattern[str], re.Pattern[str], re.Patter
     # Ordered: E'' before words, '::' before ':name'. '$' is never noise on its own: it may
     # open a dollar quote, which the scanner must see.
     estring = rf"[eE]'{_BACKSLASH_BODY}"
-    rest = "|".join([
-        r"\$\d+|\?\d*|%\(\w*\)s|%s(?![\w$])|::|:(?:[^\W\d]\w*|\d+)|@@?[^\W\d][\w$.]*",
-        r"--[^\n]*",
-        r"\#(?![>\-])[^\n]*",  # MySQL comment; '#>' '#>>' '#-' are PostgreSQL operators
-        r"[^\w\s'\"`$()\[\],;/\-\#:?%@]+|[:?%@\#]|/(?!\*)|-(?!-)",
-    ])
+    rest = "|".join(
+        [
+            r"\$\d+|\?\d*|%\(\w*\)s|%s(?![\w$])|::|:(?:[^\W\d]\w*|\d+)|@@?[^\W\d][\w$.]*",
+            r"--[^\n]*",
+            r"\#(?![>\-])[^\n]*",  # MySQL comment; '#>' '#>>' '#-' are PostgreSQL operators
+            r"[^\w\s'\"`$()\[\],;/\-\#:?%@]+|[:?%@\#]|/(?!\*)|-(?!-)",
+        ]
+    )
     # Words after a dot are column or schema-qualified names, never keywords.
     dotted = rf"(?<=\.){_WORD}"
     boring = f"{dotted}|(?!{_any_keyword(_INTERESTING)}){_WORD}|{qident}"
@@ -294,8 +286,21 @@ _NORMAL, _TABLE = 0, 1
 
 class _Scanner:
     __slots__ = (
-        "budget", "frames", "lex_from", "lex_plain", "lex_table", "parts", "pending", "pos",
-        "prev", "prev_end", "size", "skip", "start", "state", "text",
+        "budget",
+        "frames",
+        "lex_from",
+        "lex_plain",
+        "lex_table",
+        "parts",
+        "pending",
+        "pos",
+        "prev",
+        "prev_end",
+        "size",
+        "skip",
+        "start",
+        "state",
+        "text",
     )
 
     def __init__(self, text: str, lexers: tuple[re.Pattern[str], ...]) -> None:
@@ -561,7 +566,7 @@ class _Scanner:
         # are noise to the lexer here, so "DISTINCT a FROM" must not look like
         # "IS DISTINCT FROM".
         start = self.start
-        gap = self.text[self.prev_end:start]
+        gap = self.text[self.prev_end : start]
         prev = self.prev if gap.isspace() else ""
         self.prev, self.prev_end = kw, start + len(tok)
         if kw in _DML:
@@ -605,7 +610,7 @@ def _comment_end(text: str, pos: int) -> int:
 
 def _keyword(tok: str) -> str:
     """The upper-cased word if tok is a bare word (a possible keyword), else ""."""
-    if "." in tok or tok[0] in "\"`":
+    if "." in tok or tok[0] in '"`':
         return ""
     return tok.upper()
 
@@ -649,7 +654,7 @@ def summarize_sql(statement: str | bytes) -> str:
             # put at the same place is not literal text under either.
             other = _Scanner(text, _MYSQL).run()
             same = 0
-            for mine, theirs in zip(parts, other):
+            for mine, theirs in zip(parts, other, strict=False):
                 if mine != theirs:
                     break
                 same += 1
@@ -733,7 +738,7 @@ def _dml_parts(compiled: object, stmt: Update | Delete, op: str) -> list[str]:
     if not isinstance(target, TableClause):
         raise _Unsupported
     _check_flat(stmt)
-    for element in visitors.iterate(stmt):  # type: ignore[arg-type]
+    for element in visitors.iterate(stmt):
         # UPDATE .. FROM other / DELETE .. USING other: leave those to the SQL scanner.
         if isinstance(element, FromClause) and not _same_table(element, target):
             raise _Unsupported
@@ -780,12 +785,12 @@ def _compiled_parts(compiled: object) -> list[str]:
     if isinstance(stmt, Insert):
         if not isinstance(stmt.table, TableClause):
             raise _Unsupported
-        select = stmt.select
-        _check_flat(stmt, [select] if select is not None else [])
+        source: object = stmt.select
+        _check_flat(stmt, [source] if source is not None else [])
         parts = ["INSERT", _table_name(compiled, stmt.table)]
-        if isinstance(select, Select):
-            parts.extend(_select_parts(compiled, select))
-        elif select is not None:
+        if isinstance(source, Select):
+            parts.extend(_select_parts(compiled, source))
+        elif source is not None:
             raise _Unsupported
         return parts
     if isinstance(stmt, Update):

@@ -154,7 +154,11 @@ class Tracing:
     # -- statement spans ----------------------------------------------------------------------
     def install(self, engine: Engine) -> None:
         """Statement spans for this engine only (opentelemetry-instrumentation-sqlalchemy)."""
-        self._attributes["db.system.name"] = db_system_name(engine.dialect.name)
+        # A new dict, not an update: a checkout on another thread may be reading the old one.
+        self._attributes = {
+            **self._attributes,
+            "db.system.name": db_system_name(engine.dialect.name),
+        }
         try:
             from opentelemetry.instrumentation.sqlalchemy import engine as otel_engine
         except ImportError:
