@@ -356,13 +356,19 @@ def pool_wait_panels(g: Grid) -> None:
         "Wait time p50 / p95 / p99",
         "Time from asking the pool for a connection to getting one (or timing out).",
         targets(*[(quantile(q, wait), f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)]),
-        unit="s"), 8)
-    g.add(heatmap("Wait time distribution", "Checkouts per wait-time bucket.", wait), 8)
+        unit="s"), 6)
+    g.add(heatmap("Wait time distribution", "Checkouts per wait-time bucket.", wait), 6)
+    g.add(timeseries(
+        "Longest current wait",
+        "How long the longest-waiting caller has waited so far, per instance. Unlike the "
+        "histogram, it grows while callers are still stuck.",
+        targets((f"max by (job, instance) (poolwatch_connection_wait_longest_seconds{sel()})",
+                 "{{instance}}")), unit="s"), 6)
     g.add(timeseries(
         "Checkout timeouts /s",
         "Checkouts that gave up after pool_timeout (each is a failed request).",
         targets((f"sum by (job, instance) (rate(db_client_connection_timeouts_total{sel()}"
-                 f"[{RATE}]))", "{{instance}}")), unit="ops"), 8)
+                 f"[{RATE}]))", "{{instance}}")), unit="ops"), 6)
 
 
 def pool_lifecycle_panels(g: Grid) -> None:
@@ -457,10 +463,11 @@ def saturation_by_pool() -> str:
 
 
 def fleet_stats(g: Grid) -> None:
+    # Counted from db_client_connection_count: unbounded pools (NullPool) have no _max series.
     g.add(stat("Instances", "Instances exporting poolwatch metrics.",
-               f"count(count by (job, instance) (db_client_connection_max{sel()}))"), 4, 4)
+               f"count(count by (job, instance) (db_client_connection_count{sel()}))"), 4, 4)
     g.add(stat("Pools", "Pools across all selected instances.",
-               f"count(count by (job, instance, {POOL}) (db_client_connection_max{sel()}))"), 4, 4)
+               f"count(count by (job, instance, {POOL}) (db_client_connection_count{sel()}))"), 4, 4)
     g.add(stat("Sum of pools' maxima",
                "The most connections the selected pools may open together: keep it below the "
                "database's max_connections.",

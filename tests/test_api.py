@@ -8,14 +8,14 @@ import socket
 import urllib.request
 import weakref
 
-import poolwatch
 import pytest
 import sqlalchemy
-from poolwatch.config import resolve_settings
-from poolwatch.naming import default_pool_name
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine, event, text
 
+import poolwatch
+from poolwatch.config import resolve_settings
+from poolwatch.naming import default_pool_name
 from tests.support.pools import Reader
 from tests.support.services import free_port
 

@@ -183,3 +183,15 @@ def check_dashboard_queries(server: PrometheusServer, app: str) -> None:
                 empty.append(f"{q.dashboard} / {q.where} [{q.ref}]: {q.expr}")
     assert checked >= 40
     assert not empty, "queries without data:\n" + "\n".join(empty)
+    check_fleet_totals(server, real)
+
+
+# Fleet stats the scenario fixes exactly: one instance, pools of 2 + 15 + 1 connections.
+FLEET_EXPECTED = {"Instances": 1, "Pools": 3, "Sum of pools' maxima": 18}
+
+
+def check_fleet_totals(server: PrometheusServer, values: dict[str, str]) -> None:
+    board = load_dashboards()["poolwatch-fleet.json"]
+    found = {q.where: scalar(server, substitute(q.expr, values)) for q in queries(board)
+             if q.where in FLEET_EXPECTED}
+    assert found == FLEET_EXPECTED

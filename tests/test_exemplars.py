@@ -8,17 +8,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import poolwatch
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Tracer
-from poolwatch.tracing import current_exemplar
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import Engine, create_engine, text
+
+import poolwatch
+from poolwatch.tracing import current_exemplar
 
 WAIT = "db_client_connection_wait_time_seconds"
 OPERATION = "db_client_operation_duration_seconds"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-import poolwatch
 from sqlalchemy import text
 
+import poolwatch
 from tests.support.pools import Reader
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import poolwatch
 import pytest
 import sqlalchemy
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -25,11 +24,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from poolwatch.config import DEFAULT_OPERATION_BUCKETS, DEFAULT_POOL_BUCKETS
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, text
 
+import poolwatch
+from poolwatch.config import DEFAULT_OPERATION_BUCKETS, DEFAULT_POOL_BUCKETS
 from tests.support.services import free_port
 
 POOL = "db_client_connection_pool_name"

@@ -8,13 +8,13 @@ import threading
 import time
 import weakref
 
-import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
+import poolwatch
 from tests.support.pools import Reader, app_name, queue_truth, server_connections
 
 

@@ -6,12 +6,12 @@ import logging
 import subprocess
 import threading
 
-import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import generate_latest
 from sqlalchemy import text
 
+import poolwatch
 from tests.support.pools import Reader
 from tests.support.services import prometheus_binary
 

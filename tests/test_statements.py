@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import poolwatch
 import pytest
 import sqlalchemy
 from prometheus_client import generate_latest
 from sqlalchemy import text
 
+import poolwatch
 from tests.support.pools import Reader
 
 DURATION = "db_client_operation_duration_seconds_count"

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import poolwatch
 import pytest
 import sqlalchemy
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,10 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
-from poolwatch.config import resolve_settings, tracing_enabled
-from poolwatch.tracing import POOL_NAME_ATTRIBUTE, WAIT_SPAN_NAME, WAIT_TIME_ATTRIBUTE
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, event, text
+
+import poolwatch
+from poolwatch.config import resolve_settings, tracing_enabled
+from poolwatch.tracing import POOL_NAME_ATTRIBUTE, WAIT_SPAN_NAME, WAIT_TIME_ATTRIBUTE
 
 HOLD = 0.3
 

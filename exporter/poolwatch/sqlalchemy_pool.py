@@ -196,9 +196,13 @@ class PoolInstrumentation:
                 instrumentation._follow(new_pool)
             return new_pool
 
-        for original, wrapper in ((connect, poolwatch_connect), (recreate, poolwatch_recreate)):
-            wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-            wrapper._poolwatch = self  # type: ignore[attr-defined]
+        wrappers: tuple[tuple[Callable[[], Any], Any], ...] = (
+            (connect, poolwatch_connect),
+            (recreate, poolwatch_recreate),
+        )
+        for original, wrapper in wrappers:
+            wrapper.__wrapped__ = original
+            wrapper._poolwatch = self
         pool.connect = poolwatch_connect  # type: ignore[method-assign]
         pool.recreate = poolwatch_recreate  # type: ignore[method-assign]
         self._wrapped.append(weakref.ref(pool))

@@ -291,6 +291,7 @@ class _Scanner:
         "lex_from",
         "lex_plain",
         "lex_table",
+        "nested_comments",
         "parts",
         "pending",
         "pos",
@@ -303,8 +304,10 @@ class _Scanner:
         "text",
     )
 
-    def __init__(self, text: str, lexers: tuple[re.Pattern[str], ...]) -> None:
+    def __init__(self, text: str, standard: bool) -> None:
+        lexers = _STANDARD if standard else _MYSQL
         self.text = text
+        self.nested_comments = standard
         self.lex_table, self.lex_from, self.lex_plain = lexers
         self.pos = 0
         self.parts: list[str] = []
@@ -352,7 +355,7 @@ class _Scanner:
                 self.start = m.start(kind)
                 return kind, m.group(kind)
             if kind == "bc":
-                self.pos = _comment_end(text, self.pos)
+                self.pos = _comment_end(text, self.pos, self.nested_comments)
             elif kind == "dq":
                 end = text.find(m.group(kind), self.pos)
                 self.pos = len(text) if end < 0 else end + len(m.group(kind))
@@ -447,9 +450,9 @@ class _Scanner:
                 elif kw == "END":
                     block = max(0, block - 1)
 
-    def names(self, skip: frozenset[str], listing: bool, keep: bool = True) -> bool:
+    def names(self, skip: frozenset[str], listing: bool, keep: bool = True) -> None:
         """A name, or with listing a comma list of names, each maybe with (args)."""
-        expect, seen = True, False
+        expect = True
         while True:
             kind, tok = self.next(self.lex_table)
             if kind == "name" and expect:
@@ -460,7 +463,7 @@ class _Scanner:
                     break
                 if keep:
                     self.emit(_render_name(tok))
-                expect, seen = False, True
+                expect = False
             elif kind == "lp" and not expect:
                 self.skip_group()
             elif kind == "comma" and listing and not expect:
@@ -468,7 +471,6 @@ class _Scanner:
             else:
                 break
         self.push_back((kind, tok))
-        return seen
 
     def ddl(self, command: str) -> None:
         self.emit(command)
@@ -598,8 +600,12 @@ class _Scanner:
         return _LPAREN_NEXT.match(self.text, self.pos) is not None
 
 
-def _comment_end(text: str, pos: int) -> int:
-    """Position after the block comment opened just before pos (PostgreSQL nests them)."""
+def _comment_end(text: str, pos: int, nested: bool) -> int:
+    """Position after the block comment opened just before pos (PostgreSQL nests them,
+    MySQL does not)."""
+    if not nested:
+        end = text.find("*/", pos)
+        return len(text) if end < 0 else end + 2
     depth = 1
     for m in _COMMENT_EDGE.finditer(text, pos):
         depth += 1 if m.group() == "/*" else -1
@@ -647,12 +653,12 @@ def summarize_sql(statement: str | bytes) -> str:
     """Summary of a SQL string: operations and collections, never literals. Never raises."""
     try:
         text = _prefix(statement)
-        parts = _Scanner(text, _STANDARD).run()
+        parts = _Scanner(text, standard=True).run()
         if parts and _READINGS_DIFFER.search(text):
             # Backslashes, dollar quotes or nested comments: what is a literal depends on
             # the dialect. Keep only what the MySQL reading agrees on: a word both readings
             # put at the same place is not literal text under either.
-            other = _Scanner(text, _MYSQL).run()
+            other = _Scanner(text, standard=False).run()
             same = 0
             for mine, theirs in zip(parts, other, strict=False):
                 if mine != theirs:
@@ -804,7 +810,10 @@ def summarize_compiled(compiled: object) -> str | None:
     """Summary from a SQLAlchemy ``Compiled`` (``context.compiled``), or None if unsure.
 
     Agrees with summarize_sql on the compiled SQL; returns None for shapes it does not
-    model (subqueries, CTEs, UPDATE .. FROM, table functions, textual DDL...).
+    model (subqueries, CTEs, UPDATE .. FROM, table functions, textual DDL...). One
+    deliberate difference: an executemany batch that SQLAlchemy's "insertmanyvalues"
+    rewrites to INSERT .. SELECT .. FROM (VALUES ..) is still ``INSERT t`` here, where
+    the rewritten SQL reads ``INSERT t SELECT``.
     """
     try:
         stmt = getattr(compiled, "statement", None)
