@@ -467,7 +467,8 @@ def fleet_stats(g: Grid) -> None:
     g.add(stat("Instances", "Instances exporting poolwatch metrics.",
                f"count(count by (job, instance) (db_client_connection_count{sel()}))"), 4, 4)
     g.add(stat("Pools", "Pools across all selected instances.",
-               f"count(count by (job, instance, {POOL}) (db_client_connection_count{sel()}))"), 4, 4)
+               f"count(count by (job, instance, {POOL}) "
+               f"(db_client_connection_count{sel()}))"), 4, 4)
     g.add(stat("Sum of pools' maxima",
                "The most connections the selected pools may open together: keep it below the "
                "database's max_connections.",

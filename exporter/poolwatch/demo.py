@@ -75,6 +75,28 @@ def _sqlite_sleep(seconds: float) -> int:
     return 0
 
 
+def configure_tracing() -> Any:
+    """When the environment asks for traces (``OTEL_EXPORTER_OTLP_ENDPOINT``, as in the compose
+    stack), set up the OpenTelemetry SDK with an OTLP exporter, as ``opentelemetry-instrument``
+    would; returns a tracer for the demo's "requests", or None."""
+    from .config import otel_traces_configured
+
+    if not otel_traces_configured():
+        return None
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        log.warning("tracing requested by OTEL_* but poolwatch[otlp] is not installed")
+        return None
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer("poolwatch.demo")
+
+
 def make_engine(url: str) -> Engine:
     engine = create_engine(
         url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT,
@@ -110,8 +132,9 @@ def create_schema(engine: Engine) -> None:
 class Workload:
     """Threads that follow the current phase; every loop is bounded by ``stop``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, tracer: Any = None) -> None:
         self.engine = engine
+        self.tracer = tracer
         self.phase = PHASES[0]
         self.stop = threading.Event()
         self.errors: dict[str, int] = {}
@@ -143,10 +166,15 @@ class Workload:
                 continue
             n += 1
             cid = rnd.randint(1, 50)
+            span = (
+                self.tracer.start_as_current_span("GET /customers/{id}/orders")
+                if self.tracer is not None
+                else contextlib.nullcontext()
+            )
             try:
                 # The connection is held for the phase's "hold" (a request doing other work
                 # while it keeps its connection), reading only, so SQLite writers don't queue.
-                with self.engine.connect() as c:
+                with span, self.engine.connect() as c:
                     c.execute(text(
                         "SELECT o.id, o.total, c.name FROM orders o JOIN customers c"
                         " ON c.id = o.customer_id WHERE o.customer_id = :c"
@@ -322,6 +350,7 @@ def run(
         tmp = tempfile.mkdtemp(prefix="poolwatch-demo-")
         db = f"sqlite:///{os.path.join(tmp, 'demo.db')}"
     registry = CollectorRegistry()
+    tracer = configure_tracing()
     engine = make_engine(db)
     # The leak must be seen within its phase, however short a run the user asked for.
     leak_phase = next(p for p in PHASES if p.leak).share * (duration or 100.0)
@@ -332,7 +361,7 @@ def run(
     )  # fmt: skip
     try:
         create_schema(engine)
-        workload = Workload(engine)
+        workload = Workload(engine, tracer)
         view = PoolView(registry, handle.name)
         url = f"http://{addr}:{port}/metrics"
         print(f"poolwatch demo on {engine.url.render_as_string(hide_password=True)}; "

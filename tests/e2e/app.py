@@ -21,10 +21,11 @@ import socket
 import threading
 import time
 
-import poolwatch
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+import poolwatch
 
 BUSY_THREADS = 6  # three times the pool's two connections
 BUSY_HOLD_SECONDS = 1.5  # longer than pool_timeout and than the leak threshold
