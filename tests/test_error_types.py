@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc
+
 from poolwatch.error_types import OTHER_ERROR, SQLSTATE_CLASSES, classify_error
 
 _LABEL = re.compile(r"[A-Za-z0-9_.]{1,64}")

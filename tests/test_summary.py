@@ -13,6 +13,10 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, joinedload, mapped_column, relationship
+from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex, DropTable
+
 from poolwatch.summary import (
     MAX_SUMMARY_LEN,
     UNKNOWN_SUMMARY,
@@ -20,9 +24,6 @@ from poolwatch.summary import (
     summarize_compiled,
     summarize_sql,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, joinedload, mapped_column, relationship
-from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex, DropTable
 
 CORPUS = [
     json.loads(line)
@@ -470,12 +471,18 @@ def test_compiled_agrees_with_sql(name: str, dialect: str) -> None:
     assert summarize_compiled(compiled) == from_sql
 
 
-@pytest.mark.parametrize("dialect", list(_DIALECTS))
-@pytest.mark.parametrize("name", list(_fallback()))
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [
+        (name, dialect)
+        for name in _fallback()
+        for dialect in _DIALECTS
+        # SQLite has no multiple-table DELETE.
+        if not (name == "delete using" and dialect == "sqlite")
+    ],
+)
 def test_compiled_declines_what_it_does_not_model(name: str, dialect: str) -> None:
     stmt = _fallback()[name]
-    if name == "delete using" and dialect == "sqlite":
-        pytest.skip("SQLite has no multiple-table DELETE")
     compiled = stmt.compile(dialect=_DIALECTS[dialect])
     assert summarize_compiled(compiled) is None
     assert summarize_sql(compiled.string) != UNKNOWN_SUMMARY

@@ -15,12 +15,19 @@ logger = logging.getLogger("poolwatch")
 LOG_INTERVAL_SECONDS = 60.0
 
 
+# Exported at 0 from the start, so that rate()/increase() see the first error.
+COMPONENTS = (
+    "checkout", "checkin", "connect", "close", "detach", "invalidate", "dispose", "statement",
+    "leak_detection", "collect", "uninstrument",
+)  # fmt: skip
+
+
 class ErrorReporter:
     """Counts internal errors per component; the metrics backends export the counts."""
 
     def __init__(self, pool_name: str) -> None:
         self.pool_name = pool_name
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = dict.fromkeys(COMPONENTS, 0)
         self._last_logged: dict[str, float] = {}
         self._lock = threading.Lock()
 

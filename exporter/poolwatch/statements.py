@@ -23,12 +23,13 @@ from .error_types import classify_error
 from .guard import logger
 from .redact import redact_sql
 from .state import PoolState
-from .summary import operation_name, summarize_compiled, summarize_sql
+from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
 from .tracker import PoolTracker, Recorder
 
 __all__ = ["StatementInstrumentation"]
 
-OTHER = "other"
+# Statements past the summary cap, and statements with no recognisable summary, share one series.
+OTHER = UNKNOWN_SUMMARY
 # Statement strings remembered per pool; past this the cache starts over, so a stream of
 # distinct statements costs a summary each time but never unbounded memory.
 STATEMENT_CACHE_SIZE = 2000

@@ -50,6 +50,7 @@ from sqlalchemy.sql.selectable import (
     ScalarSelect,
     Select,
     SelectBase,
+    SelectState,
     TableClause,
 )
 
@@ -722,10 +723,23 @@ def _check_flat(root: object, allowed: Iterable[object] = ()) -> None:
             raise _Unsupported
 
 
+def _display_froms(compiled: object, select: Select[object]) -> list[FromClause]:
+    # Select.get_final_froms() compiles the statement again to find its FROM list; the
+    # compiler at hand gives the same list for a fraction of the cost. SelectState is
+    # SQLAlchemy-internal, so any surprise falls back to the public method.
+    try:
+        froms = SelectState(select, compiled)._get_display_froms()  # type: ignore[arg-type]
+        if all(isinstance(f, FromClause) for f in froms):
+            return list(froms)
+    except Exception:
+        pass
+    return list(select.get_final_froms())
+
+
 def _select_parts(compiled: object, select: Select[object]) -> list[str]:
     _check_flat(select)
     parts = ["SELECT"]
-    for from_ in select.get_final_froms():
+    for from_ in _display_froms(compiled, select):
         parts.extend(_from_names(compiled, from_))
     return parts
 
