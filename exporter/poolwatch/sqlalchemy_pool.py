@@ -212,7 +212,7 @@ class PoolInstrumentation:
         try:
             self.state.waiting.remove(t0)
             if timed_out:
-                self.tracker.wait(t1 - t0)
+                self.tracker.wait(self._timed_out_wait(t1 - t0))
                 self.tracker.timed_out()
             elif isinstance(error, Exception):
                 self.tracker.connection_error(classify_error(error))
@@ -220,6 +220,16 @@ class PoolInstrumentation:
                 self.on_wait(t0, t1, error)
         except Exception as e:
             self.state.errors.report("checkout", e)
+
+    def _timed_out_wait(self, elapsed: float) -> float:
+        """A timed-out wait lasts ``pool_timeout`` plus a few milliseconds of scheduling, which
+        would put every timeout in the bucket *above* the timeout and make a p99 read as, say,
+        59 s for a 30 s timeout. Recorded as the timeout itself, it lands in the bucket whose
+        upper bound is the timeout (the default buckets include the usual timeouts)."""
+        timeout = self.limits().timeout
+        if timeout is not None and timeout <= elapsed <= timeout + 1.0:
+            return timeout
+        return elapsed
 
     # -- pool events --------------------------------------------------------------------------
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
