@@ -44,3 +44,13 @@ def make_engine() -> Iterator[object]:
 
     with engines() as make:
         yield make
+
+
+@pytest.fixture
+def engines(postgres_url: str) -> Iterator[object]:
+    """``engines(url=None, **create_engine_kwargs)``: engines on the real PostgreSQL (or ``url``);
+    every engine is uninstrumented and disposed at the end."""
+    from tests.support.pools import engines as factory
+
+    with factory() as make:
+        yield lambda url=None, **kwargs: make(url or postgres_url, **kwargs)

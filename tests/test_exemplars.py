@@ -6,7 +6,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 import poolwatch
 from poolwatch.tracing import current_exemplar
@@ -30,21 +29,6 @@ def provider() -> Iterator[TracerProvider]:
     p = TracerProvider()
     yield p
     p.shutdown()
-
-
-@pytest.fixture
-def engines(postgres_url: str) -> Iterator[Callable[..., Engine]]:
-    made: list[Engine] = []
-
-    def make(**kwargs: Any) -> Engine:
-        eng = create_engine(postgres_url, **kwargs)
-        made.append(eng)
-        return eng
-
-    yield make
-    for eng in made:
-        poolwatch.uninstrument(eng)
-        eng.dispose()
 
 
 def bucket_samples(registry: CollectorRegistry, family: str, pool: str) -> list[Sample]:

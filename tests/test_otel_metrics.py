@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 import poolwatch
 from poolwatch.config import DEFAULT_OPERATION_BUCKETS, DEFAULT_POOL_BUCKETS
@@ -61,21 +61,6 @@ SEMCONV_INSTRUMENTS = {
     "db.client.connection.create_time",
     "db.client.operation.duration",
 }
-
-
-@pytest.fixture
-def engines(postgres_url: str) -> Iterator[Callable[..., Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str | None = None, **kwargs: Any) -> Engine:
-        eng = create_engine(url or postgres_url, **kwargs)
-        made.append(eng)
-        return eng
-
-    yield make
-    for eng in made:
-        poolwatch.uninstrument(eng)
-        eng.dispose()
 
 
 def unique() -> str:

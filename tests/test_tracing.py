@@ -53,21 +53,6 @@ def traces() -> Iterator[Traces]:
     t.provider.shutdown()
 
 
-@pytest.fixture
-def engines(postgres_url: str) -> Iterator[Callable[..., Engine]]:
-    made: list[Engine] = []
-
-    def make(**kwargs: Any) -> Engine:
-        eng = create_engine(postgres_url, **kwargs)
-        made.append(eng)
-        return eng
-
-    yield make
-    for eng in made:
-        poolwatch.uninstrument(eng)
-        eng.dispose()
-
-
 def unique() -> str:
     return "pw-trace-" + uuid.uuid4().hex[:8]
 

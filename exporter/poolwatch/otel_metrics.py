@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from . import __version__
 from .config import Settings
-from .state import PoolSnapshot, PoolState
+from .state import PoolSet, PoolSnapshot, PoolState
 from .tracker import Recorder
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
@@ -90,7 +90,6 @@ _DESCRIPTIONS: Mapping[str, str] = {
     "application was not affected.",
 }
 
-_Pool = tuple[PoolState, dict[str, Any]]
 
 
 class OTelMetrics:
@@ -105,8 +104,7 @@ class OTelMetrics:
         pool_buckets: Sequence[float],
         operation_buckets: Sequence[float],
     ) -> None:
-        self._pools: dict[str, _Pool] = {}
-        self._lock = threading.Lock()
+        self.pools: PoolSet[dict[str, Any]] = PoolSet()
         meter = meter_provider.get_meter(METER_NAME, __version__)
 
         def unit(name: str) -> str:
@@ -154,25 +152,13 @@ class OTelMetrics:
             description=_DESCRIPTIONS["poolwatch.instrumentation.errors"],
         )
 
-    def add(self, state: PoolState, attributes: dict[str, Any]) -> None:
-        with self._lock:
-            self._pools[state.name] = (state, attributes)
-
-    def remove(self, state: PoolState) -> None:
-        with self._lock:
-            if self._pools.get(state.name, (None,))[0] is state:
-                del self._pools[state.name]
-
-    def _current(self) -> list[_Pool]:
-        with self._lock:
-            return list(self._pools.values())
 
     def _callback(
         self, observe: Callable[[PoolSnapshot, dict[str, Any]], Iterable[Observation]]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             out: list[Observation] = []
-            for state, attributes in self._current():
+            for state, attributes in self.pools.items():
                 try:
                     out.extend(observe(state.snapshot(), attributes))
                 except Exception as e:  # a broken pool must not break the export
@@ -183,7 +169,7 @@ class OTelMetrics:
 
     def _errors(self, _options: CallbackOptions) -> Iterable[Observation]:
         out: list[Observation] = []
-        for state, attributes in self._current():
+        for state, attributes in self.pools.items():
             for component, n in list(state.errors.counts.items()):
                 out.append(Observation(n, {**attributes, "component": component}))
         return out
@@ -281,7 +267,7 @@ class OTelTracker:
         # need the series before the first timeout or leak.
         for counter in (m.timeouts, m.leaks, m.summaries_folded):
             counter.add(0, attrs)
-        m.add(state, attrs)
+        m.pools.add(state, attrs)
 
     def created(self, seconds: float) -> None:
         self._create(seconds)
@@ -321,4 +307,4 @@ class OTelTracker:
         self._m.summaries_folded.add(1, self._attrs)
 
     def close(self) -> None:
-        self._m.remove(self._state)
+        self._m.pools.remove(self._state)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .state import PoolState
+from .state import PoolSet, PoolState
 from .tracker import Recorder
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "metrics_for"]
@@ -137,17 +137,7 @@ class PoolStateCollector(Collector):
 
     def __init__(self, base_labels: Sequence[str]) -> None:
         self.base_labels = list(base_labels)
-        self._pools: dict[str, tuple[PoolState, tuple[str, ...]]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, state: PoolState, label_values: tuple[str, ...]) -> None:
-        with self._lock:
-            self._pools[state.name] = (state, label_values)
-
-    def remove(self, state: PoolState) -> None:
-        with self._lock:
-            if self._pools.get(state.name, (None,))[0] is state:
-                del self._pools[state.name]
+        self.pools: PoolSet[tuple[str, ...]] = PoolSet()
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so the registry can reject a clash with another collector.
@@ -214,9 +204,7 @@ class PoolStateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         families = self._families()
         count, cmax, idle_max, idle_min, pending, longest, leaked, info, errors = families
-        with self._lock:
-            pools = list(self._pools.values())
-        for state, values in pools:
+        for state, values in self.pools.items():
             try:
                 snap = state.snapshot()
             except Exception as e:
@@ -279,7 +267,7 @@ class PrometheusTracker:
         self._folded = metrics.summaries_folded.labels(*values)
         self.use: Recorder = self._use.observe
         self.wait: Recorder = self._with_exemplar(self._wait.observe)
-        metrics.collector.add(state, values)
+        metrics.collector.pools.add(state, values)
 
     def _with_exemplar(self, observe: Callable[..., None]) -> Recorder:
         exemplar = self._exemplar
@@ -326,7 +314,7 @@ class PrometheusTracker:
 
     def close(self) -> None:
         m = self._m
-        m.collector.remove(self._state)
+        m.collector.pools.remove(self._state)
         mine = dict(zip(m.base_labels, self._values, strict=True))
         for metric in (
             m.wait_time, m.use_time, m.create_time, m.timeouts, m.operation_duration,

@@ -7,15 +7,18 @@ for them.
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .guard import ErrorReporter
 
-__all__ = ["PoolLimits", "PoolSnapshot", "PoolState"]
+__all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,25 @@ class PoolState:
             leaked=len(self.leaked),
             limits=self.limits(),
         )
+
+
+class PoolSet(Generic[T]):
+    """The pools a metrics backend exports, each with what that backend keeps for it (its label
+    values, its attributes); read at collection time from another thread."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, tuple[PoolState, T]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, state: PoolState, extra: T) -> None:
+        with self._lock:
+            self._pools[state.name] = (state, extra)
+
+    def remove(self, state: PoolState) -> None:
+        with self._lock:
+            if state.name in self._pools and self._pools[state.name][0] is state:
+                del self._pools[state.name]
+
+    def items(self) -> list[tuple[PoolState, T]]:
+        with self._lock:
+            return list(self._pools.values())

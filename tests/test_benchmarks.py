@@ -1,0 +1,65 @@
+"""The benchmark suite runs end to end (``benchmarks/run_all.py --quick``).
+
+Never asserts a timing: the quick run's figures are meaningless. It asserts the suite completed
+(no benchmark crashed or hung, the 1,000-engine check found no survivor: exit status 0) and that
+the budget table has every row with a verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import IN_CI, pg_url
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXPECTED_ROWS = {
+    "connect:pass, SQLite QueuePool": False,
+    "SELECT 1, SQLite (pool + statement metrics)": False,
+    "SELECT 1, PostgreSQL loopback": True,
+    "32 threads / pool of 5, PostgreSQL, 6,400 queries": True,
+    "scrape: generate_latest, 20 pools x 100 summaries": False,
+    "tracing on vs OTel alone: connect:pass, SQLite": False,
+    "tracing on vs OTel alone: SELECT 1, SQLite": False,
+    "tracing on vs OTel alone: SELECT 1, PG": True,
+    "tracing on vs OTel alone: 32 threads / pool of 5, PG": True,
+    "1,000 engines instrumented + disposed: alive": False,
+    "memory per instrumented pool (tracemalloc)": False,
+    "floor: perf_counter pair / Histogram.observe / Gauge.inc": False,
+    "floor: no-op cursor listener / do_execute wrap, SELECT 1": False,
+}  # row -> needs PostgreSQL
+
+
+@pytest.mark.slow
+def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    pg = pg_url()
+    if pg is not None:
+        env["POOLWATCH_BENCH_PG"] = pg
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick",
+         "--json", str(out_json)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"quick benchmark run failed (exit {proc.returncode}):\n{out}"
+    assert "poolwatch performance budget" in proc.stdout, out
+
+    table = proc.stdout.split("poolwatch performance budget", 1)[1].splitlines()
+    for row, needs_pg in EXPECTED_ROWS.items():
+        lines = [line for line in table if line.startswith(row)]
+        assert lines, f"row {row!r} missing from the budget table:\n{out}"
+        verdict = lines[0].split()[-1]
+        allowed = {"PASS", "FAIL", "INFO"}
+        if needs_pg and pg is None and not IN_CI:
+            allowed.add("SKIP")
+        assert verdict in allowed, f"row {row!r} has verdict {verdict}:\n{out}"
+    for info_row in ("leak_threshold=1.0: connect:pass", "leak_threshold=1.0: SELECT 1, SQLite"):
+        assert any(line.startswith(info_row) for line in table), out
+    assert out_json.exists()
