@@ -252,3 +252,33 @@ def test_http_exporter_starts_once_and_a_taken_port_is_logged(
     finally:
         taken.close()
         server._serving = ("127.0.0.1", port)
+
+
+def test_garbage_collection_inside_a_locked_metric_does_not_deadlock(registry) -> None:
+    """The collector may run the finalizer of a dropped engine inside any allocation, including
+    while prometheus_client holds a metric's lock; tearing down series there would deadlock."""
+    import threading
+
+    from poolwatch.prometheus import metrics_for
+
+    engine = create_engine("sqlite://")
+    handle = poolwatch.instrument(engine, name="dropped", registry=registry)
+    metrics = metrics_for(registry, (), (1.0,), (1.0,))
+    del engine
+    done = threading.Event()
+
+    def collect_while_locked() -> None:
+        with metrics.wait_time._lock, metrics.operation_duration._lock:
+            gc.collect()
+        done.set()
+
+    t = threading.Thread(target=collect_while_locked, daemon=True)
+    t.start()
+    t.join(10)
+    assert done.is_set(), "deadlocked in a finalizer"
+    assert not handle.active
+    # The series go at the next safe point: here, the scrape.
+    assert registry.get_sample_value(
+        "db_client_connection_count",
+        {"db_client_connection_pool_name": "dropped", "db_client_connection_state": "idle"},
+    ) is None  # fmt: skip

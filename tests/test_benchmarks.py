@@ -43,9 +43,18 @@ def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
         env["POOLWATCH_BENCH_PG"] = pg
     out_json = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick",
-         "--json", str(out_json)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run_all.py"),
+            "--quick",
+            "--json",
+            str(out_json),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"quick benchmark run failed (exit {proc.returncode}):\n{out}"

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from .config import Settings, resolve_settings, tracing_enabled
 from .guard import logger
 from .leaks import LeakDetector
+from .lifecycle import defer, run_deferred
 from .naming import NameRegistry, db_system_name, default_pool_name
 from .prometheus import PrometheusTracker, metrics_for
 from .server import ensure_http_server
@@ -162,9 +163,9 @@ class Instrumentation:
 
 
 def _release(inst: Instrumentation) -> None:
-    with _lock:
-        inst._active = False
-    inst._teardown()
+    # Runs inside the garbage collector: no locks here (see lifecycle.py).
+    inst._active = False
+    defer(inst._teardown)
 
 
 def _check_multiprocess() -> None:
@@ -197,6 +198,7 @@ def instrument_engine(
         )
     settings = resolve_settings(overrides)
     _check_multiprocess()
+    run_deferred()
     with _lock:
         existing = _instrumented.get(sync_engine)
         if existing is not None and existing.active:
@@ -221,6 +223,7 @@ def instrument_engine(
 
 def uninstrument_engine(engine: Any) -> bool:
     sync_engine = getattr(engine, "sync_engine", engine)
+    run_deferred()
     with _lock:
         inst = _instrumented.get(sync_engine)
     if inst is None:

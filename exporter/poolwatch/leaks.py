@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 from .guard import logger
+from .lifecycle import run_deferred
 from .state import PoolState
 from .tracker import PoolTracker
 
@@ -141,6 +142,7 @@ class _Watcher:
                 if not detectors:
                     self._thread = None
                     return
+            run_deferred()
             now = time.perf_counter()
             for d in detectors:
                 try:

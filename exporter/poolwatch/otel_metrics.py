@@ -24,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from . import __version__
 from .config import Settings
+from .lifecycle import run_deferred
 from .state import PoolSet, PoolSnapshot, PoolState
 from .tracker import Recorder
 
@@ -157,6 +158,7 @@ class OTelMetrics:
         self, observe: Callable[[PoolSnapshot, dict[str, Any]], Iterable[Observation]]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            run_deferred()  # an export is a safe point to drop collected engines (lifecycle.py)
             out: list[Observation] = []
             for state, attributes in self.pools.items():
                 try:

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .lifecycle import run_deferred
 from .state import PoolSet, PoolState
 from .tracker import Recorder
 
@@ -202,6 +203,7 @@ class PoolStateCollector(Collector):
         )
 
     def collect(self) -> Iterable[Metric]:
+        run_deferred()  # a scrape is a safe point to drop the series of collected engines
         families = self._families()
         count, cmax, idle_max, idle_min, pending, longest, leaked, info, errors = families
         for state, values in self.pools.items():
