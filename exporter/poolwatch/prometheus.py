@@ -1,8 +1,9 @@
 """Prometheus backend: the contract's metric names on a prometheus_client registry.
 
-Histograms and counters are prometheus_client's own metric objects, with each pool's label
-children resolved once. Gauges are produced at scrape time by a collector that reads each pool's
-:class:`~poolwatch.state.PoolState`, so the hot path never updates a gauge.
+Counters are prometheus_client's own metric objects; the four histograms are poolwatch's own
+(:mod:`poolwatch.histogram`: cheaper to observe and to expose, still registered in the registry).
+Each pool's label children are resolved once. Gauges are produced at scrape time by a collector
+that reads each pool's :class:`~poolwatch.state.PoolState`, so the hot path never updates a gauge.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .histogram import Histogram, HistogramCollector
 from .lifecycle import run_deferred
 from .state import PoolSet, PoolState
 from .tracker import Recorder
 
-__all__ = ["PrometheusMetrics", "PrometheusTracker", "metrics_for"]
+__all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
 POOL_LABEL = "db_client_connection_pool_name"
 STATE_LABEL = "db_client_connection_state"
@@ -52,17 +54,17 @@ class PrometheusMetrics:
         self.wait_time = Histogram(
             "db_client_connection_wait_time_seconds",
             "Time from asking the pool for a connection to getting one (or timing out).",
-            base, buckets=self.pool_buckets, registry=registry,
+            base, self.pool_buckets,
         )  # fmt: skip
         self.use_time = Histogram(
             "db_client_connection_use_time_seconds",
             "Time a connection was held, from checkout to checkin.",
-            base, buckets=self.pool_buckets, registry=registry,
+            base, self.pool_buckets,
         )  # fmt: skip
         self.create_time = Histogram(
             "db_client_connection_create_time_seconds",
             "Time to open a new DBAPI connection (including the dialect's on-connect set-up).",
-            base, buckets=self.pool_buckets, registry=registry,
+            base, self.pool_buckets,
         )  # fmt: skip
         self.timeouts = Counter(
             "db_client_connection_timeouts",
@@ -73,7 +75,7 @@ class PrometheusMetrics:
             "db_client_operation_duration_seconds",
             "Duration of statement executions.",
             (*base, "db_system_name", "db_operation_name", "db_query_summary", "error_type"),
-            buckets=self.operation_buckets, registry=registry,
+            self.operation_buckets,
         )  # fmt: skip
         self.connection_errors = Counter(
             "poolwatch_connection_errors",
@@ -96,6 +98,8 @@ class PrometheusMetrics:
             "Statements counted under db_query_summary=\"other\" because the cap was reached.",
             base, registry=registry,
         )  # fmt: skip
+        self.histograms = (self.wait_time, self.use_time, self.create_time, self.operation_duration)
+        registry.register(HistogramCollector(self.histograms))
         self.collector = PoolStateCollector(self.base_labels)
         registry.register(self.collector)
 
@@ -116,6 +120,13 @@ _metrics_lock = threading.Lock()
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def histogram_families(registry: CollectorRegistry) -> tuple[Histogram, ...]:
+    """poolwatch's histograms registered in ``registry`` (for :mod:`poolwatch.exposition`)."""
+    with _metrics_lock:
+        metrics = _metrics.get(registry)
+    return metrics.histograms if metrics is not None else ()
 
 
 def metrics_for(
@@ -318,25 +329,17 @@ class PrometheusTracker:
         m = self._m
         m.collector.pools.remove(self._state)
         mine = dict(zip(m.base_labels, self._values, strict=True))
-        for metric in (
-            m.wait_time, m.use_time, m.create_time, m.timeouts, m.operation_duration,
-            m.connection_errors, m.invalidations, m.leaks, m.summaries_folded,
-        ):  # fmt: skip
-            _remove_matching(metric, mine)
+        for histogram in m.histograms:
+            histogram.remove_matching(mine)
+        for counter in (m.timeouts, m.connection_errors, m.invalidations, m.leaks,
+                        m.summaries_folded):  # fmt: skip
+            _remove_matching(counter, mine)
 
 
 def _remove_matching(metric: Any, labels: Mapping[str, str]) -> None:
-    metric.remove_by_labels(labels) if _has_partial_remove(metric) else _remove_exact(
-        metric, labels
-    )
-
-
-def _has_partial_remove(metric: Any) -> bool:
-    # remove_by_labels matches on a subset of labels from prometheus_client 0.22 on.
-    return hasattr(metric, "remove_by_labels")
-
-
-def _remove_exact(metric: Any, labels: Mapping[str, str]) -> None:
+    if hasattr(metric, "remove_by_labels"):  # prometheus_client >= 0.22: partial matches
+        metric.remove_by_labels(dict(labels))
+        return
     names = metric._labelnames
     with metric._lock:
         for key in list(metric._metrics):

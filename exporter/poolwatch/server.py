@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry
 
+from .exposition import serve
 from .guard import logger
 
 __all__ = ["ensure_http_server", "serving_on"]
@@ -32,7 +33,7 @@ def ensure_http_server(addr: str, port: int, registry: CollectorRegistry | None)
                 )
             return False
         try:
-            start_http_server(port, addr=addr, registry=REGISTRY if registry is None else registry)
+            serve(addr, port, REGISTRY if registry is None else registry)
         except OSError as e:
             logger.error(
                 "poolwatch: cannot serve metrics on %s:%d (%s); the application continues "
