@@ -160,6 +160,8 @@ class PoolInstrumentation:
         perf_counter = time.perf_counter
         instrumentation = self
         timeout_error = sa_exc.TimeoutError
+        leaks = self.leaks  # fixed for the life of the instrumentation
+        on_wait = self.on_wait
 
         def poolwatch_connect() -> Any:
             if not instrumentation._active:
@@ -180,10 +182,10 @@ class PoolInstrumentation:
                 waiting.remove(t0)
                 checked_out.setdefault(fairy._connection_record, t1)
                 tracker.wait(t1 - t0)
-                if instrumentation.leaks is not None:
-                    instrumentation.leaks.checked_out(fairy._connection_record)
-                if instrumentation.on_wait is not None:
-                    instrumentation.on_wait(t0, t1, None)
+                if leaks is not None:
+                    leaks.checked_out(fairy._connection_record)
+                if on_wait is not None:
+                    on_wait(t0, t1, None)
             except Exception as e:
                 errors.report("checkout", e)
             return fairy
@@ -238,7 +240,7 @@ class PoolInstrumentation:
         checked_out = state.checked_out
         tracker = self.tracker
         perf_counter = time.perf_counter
-        instrumentation = self
+        leaks = self.leaks
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
@@ -247,8 +249,8 @@ class PoolInstrumentation:
                     tracker.use(perf_counter() - t0)
                 if state.has_orphans:
                     state.orphan_returned(record)
-                if instrumentation.leaks is not None:
-                    instrumentation.leaks.checked_in(record, t0)
+                if leaks is not None:
+                    leaks.checked_in(record, t0)
             except Exception as e:
                 state.errors.report("checkin", e)
 

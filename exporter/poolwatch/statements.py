@@ -87,40 +87,60 @@ class StatementInstrumentation:
                 delattr(dialect, method)
 
     def _wrap(self, method: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        # Exact signatures, no *args/**kwargs: this runs for every statement, and packing
+        # arguments into a tuple and a dict each time was a measurable part of its cost.
         cache = self._cache
         perf_counter = time.perf_counter
         series_for = self._series_for
+        slow = self.slow_threshold
         instrumentation = self
 
-        def poolwatch_execute(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
-            if not instrumentation._active:
-                return original(cursor, statement, *args, **kwargs)
-            series = cache.get(statement)
-            if series is None:
-                series = series_for(statement, args, kwargs)
-            t0 = perf_counter()
-            try:
-                result = original(cursor, statement, *args, **kwargs)
-            except BaseException as e:
-                instrumentation._failed(series, statement, perf_counter() - t0, e)
-                raise
-            elapsed = perf_counter() - t0
+        def record(series: _Series, statement: str, elapsed: float) -> None:
             try:
                 series.record(elapsed)
-                slow = instrumentation.slow_threshold
                 if slow is not None and elapsed >= slow:
                     instrumentation._log_slow(series, statement, elapsed)
             except Exception as e:
                 instrumentation.state.errors.report("statement", e)
-            return result
+
+        if method == "do_execute_no_params":
+
+            def poolwatch_execute(cursor: Any, statement: str, context: Any = None) -> Any:
+                if not instrumentation._active:
+                    return original(cursor, statement, context)
+                series = cache.get(statement) or series_for(statement, context)
+                t0 = perf_counter()
+                try:
+                    result = original(cursor, statement, context)
+                except BaseException as e:
+                    instrumentation._failed(series, statement, perf_counter() - t0, e)
+                    raise
+                record(series, statement, perf_counter() - t0)
+                return result
+
+        else:  # do_execute, do_executemany: (cursor, statement, parameters, context)
+
+            def poolwatch_execute(  # type: ignore[misc]
+                cursor: Any, statement: str, parameters: Any, context: Any = None
+            ) -> Any:
+                if not instrumentation._active:
+                    return original(cursor, statement, parameters, context)
+                series = cache.get(statement) or series_for(statement, context)
+                t0 = perf_counter()
+                try:
+                    result = original(cursor, statement, parameters, context)
+                except BaseException as e:
+                    instrumentation._failed(series, statement, perf_counter() - t0, e)
+                    raise
+                record(series, statement, perf_counter() - t0)
+                return result
 
         poolwatch_execute.__wrapped__ = original  # type: ignore[attr-defined]
         poolwatch_execute._poolwatch = self  # type: ignore[attr-defined]
         return poolwatch_execute
 
-    def _series_for(self, statement: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Series:
+    def _series_for(self, statement: str, context: Any) -> _Series:
         try:
-            context = kwargs.get("context", args[-1] if args else None)
             compiled = getattr(context, "compiled", None)
             summary = (summarize_compiled(compiled) if compiled is not None else None) or (
                 summarize_sql(statement)
