@@ -46,6 +46,7 @@ CONFIG_HELP = {
     "otel": "OpenTelemetry SQLAlchemyInstrumentor alone (same TracerProvider setup)",
     "noop_cursor": "a no-op before_cursor_execute + after_cursor_execute listener",
     "noop_do_execute": "a no-op DialectEvents.do_execute listener",
+    "noop_dialect_wrap": "a pass-through wrapper on the dialect's do_execute (poolwatch's seam)",
 }
 POOLWATCH_CONFIGS = frozenset({"pw", "pw_trace", "pw_leak"})
 
@@ -56,8 +57,7 @@ POOLWATCH_CONFIGS = frozenset({"pw", "pw_trace", "pw_leak"})
 
 def worker_env() -> dict[str, str]:
     """The environment for worker processes: no POOLWATCH_* / OTEL_* settings leak in."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("POOLWATCH_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLWATCH_", "OTEL_"))}
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     # Make the package importable from a checkout even when it is not installed.
@@ -98,7 +98,7 @@ def pg_available(url: str | None = None) -> tuple[bool, str]:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             row = conn.execute("SHOW server_version").fetchone()
             return True, str(row[0]) if row else "?"
-    except Exception as e:  # noqa: BLE001 - reported, never raised
+    except Exception as e:
         return False, f"{type(e).__name__}: {e}".strip()
 
 
@@ -106,7 +106,10 @@ def poolwatch_importable() -> tuple[bool, str]:
     """Whether ``import poolwatch; poolwatch.instrument`` works in a worker's environment."""
     r = subprocess.run(
         [sys.executable, "-c", "import poolwatch; poolwatch.instrument; print(poolwatch.__file__)"],
-        env=worker_env(), capture_output=True, text=True, timeout=60,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if r.returncode == 0:
         return True, r.stdout.strip()
@@ -130,17 +133,23 @@ def machine_info() -> dict[str, Any]:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         info["mem_gib"] = round(kb / 1024 / 1024, 1)
     r = subprocess.run(
-        [sys.executable, "-c",
-         "import json, sqlalchemy, prometheus_client, importlib.metadata as m\n"
-         "v = lambda d: (m.version(d) if d else None)\n"
-         "out = {}\n"
-         "for d in ('SQLAlchemy', 'prometheus_client', 'psycopg', 'opentelemetry-sdk',"
-         " 'opentelemetry-instrumentation-sqlalchemy', 'poolwatch'):\n"
-         "    try: out[d] = v(d)\n"
-         "    except Exception: out[d] = None\n"
-         "import sqlite3; out['sqlite'] = sqlite3.sqlite_version\n"
-         "print(json.dumps(out))"],
-        env=worker_env(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import json, sqlalchemy, prometheus_client, importlib.metadata as m\n"
+            "v = lambda d: (m.version(d) if d else None)\n"
+            "out = {}\n"
+            "for d in ('SQLAlchemy', 'prometheus_client', 'psycopg', 'opentelemetry-sdk',"
+            " 'opentelemetry-instrumentation-sqlalchemy', 'poolwatch'):\n"
+            "    try: out[d] = v(d)\n"
+            "    except Exception: out[d] = None\n"
+            "import sqlite3; out['sqlite'] = sqlite3.sqlite_version\n"
+            "print(json.dumps(out))",
+        ],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     with contextlib.suppress(ValueError):
         info["packages"] = json.loads(r.stdout)
@@ -166,8 +175,9 @@ def quartiles(xs: Sequence[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def bootstrap_median_ci(xs: Sequence[float], resamples: int = 2000,
-                        seed: int = 12345) -> tuple[float, float]:
+def bootstrap_median_ci(
+    xs: Sequence[float], resamples: int = 2000, seed: int = 12345
+) -> tuple[float, float]:
     """A 95 % percentile-bootstrap interval for the median of xs."""
     if len(xs) < 3:
         return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
@@ -179,6 +189,8 @@ def bootstrap_median_ci(xs: Sequence[float], resamples: int = 2000,
 def fmt_time(ns: float) -> str:
     if ns != ns:  # NaN
         return "-"
+    if ns < 0:
+        return "-" + fmt_time(-ns)
     if ns < 1_000:
         return f"{ns:.0f} ns"
     if ns < 1_000_000:
@@ -199,16 +211,26 @@ class WorkerError(RuntimeError):
 class Worker:
     """One warm process running one workload under one configuration."""
 
-    def __init__(self, workload: str, config: str, params: dict[str, Any], cpu: int | None,
-                 warmup: int) -> None:
+    def __init__(
+        self, workload: str, config: str, params: dict[str, Any], cpu: int | None, warmup: int
+    ) -> None:
         self.workload, self.config = workload, config
-        spec = {"workload": workload, "config": config, "params": params, "cpu": cpu,
-                "warmup": warmup}
+        spec = {
+            "workload": workload,
+            "config": config,
+            "params": params,
+            "cpu": cpu,
+            "warmup": warmup,
+        }
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-u", str(WORKER), json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            text=True, env=worker_env(), cwd=str(REPO),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=worker_env(),
+            cwd=str(REPO),
         )
         self.ready: dict[str, Any] | None = None
 
@@ -228,8 +250,10 @@ class Worker:
             )
         msg = json.loads(line)
         if msg.get("error"):
-            raise WorkerError(f"worker {self.workload}/{self.config} failed: {msg['error']}\n"
-                              f"{msg.get('traceback', '')}")
+            raise WorkerError(
+                f"worker {self.workload}/{self.config} failed: {msg['error']}\n"
+                f"{msg.get('traceback', '')}"
+            )
         return msg
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -238,8 +262,9 @@ class Worker:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError as e:
-            raise WorkerError(f"worker {self.workload}/{self.config} is gone:\n"
-                              f"{self._stderr_tail()}") from e
+            raise WorkerError(
+                f"worker {self.workload}/{self.config} is gone:\n{self._stderr_tail()}"
+            ) from e
 
     def wait_ready(self) -> dict[str, Any]:
         self.ready = self._recv()
@@ -286,7 +311,7 @@ class ConfigResult:
 @dataclass
 class InterleavedResult:
     workload: str
-    unit_ops: int                    # operations per round
+    unit_ops: int  # operations per round
     rounds: int
     configs: dict[str, ConfigResult]
     params: dict[str, Any] = field(default_factory=dict)
@@ -301,15 +326,21 @@ class InterleavedResult:
 
     def to_json(self) -> dict[str, Any]:
         out = {
-            "workload": self.workload, "ops_per_round": self.unit_ops, "rounds": self.rounds,
-            "params": self.params, "wall_s": round(self.wall_s, 2), "configs": {},
+            "workload": self.workload,
+            "ops_per_round": self.unit_ops,
+            "rounds": self.rounds,
+            "params": self.params,
+            "wall_s": round(self.wall_s, 2),
+            "configs": {},
         }
         for name, c in self.configs.items():
             entry: dict[str, Any] = {
-                "median_ns_per_op": c.median_ns, "ns_per_op_rounds": c.ns_per_op,
+                "median_ns_per_op": c.median_ns,
+                "ns_per_op_rounds": c.ns_per_op,
                 "median_cpu_ns_per_op": median(c.cpu_ns_per_op),
                 "cpu_ns_per_op_rounds": c.cpu_ns_per_op,
-                "evidence": c.evidence, "worker": c.ready,
+                "evidence": c.evidence,
+                "worker": c.ready,
             }
             if "bare" in self.configs and name != "bare":
                 rs = self.ratios(name)
@@ -320,10 +351,13 @@ class InterleavedResult:
         return out
 
     def report(self) -> str:
-        lines = [f"{self.workload}: {self.rounds} rounds x {self.unit_ops} ops, "
-                 f"{self.wall_s:.1f} s wall"]
-        lines.append(f"  {'config':<16}{'wall/op':>11}{'cpu/op':>11}{'ratio':>9}"
-                     f"{'95% CI':>15}{'IQR':>15}  evidence")
+        lines = [
+            f"{self.workload}: {self.rounds} rounds x {self.unit_ops} ops, {self.wall_s:.1f} s wall"
+        ]
+        lines.append(
+            f"  {'config':<16}{'wall/op':>11}{'cpu/op':>11}{'ratio':>9}"
+            f"{'95% CI':>15}{'IQR':>15}  evidence"
+        )
         for name, c in self.configs.items():
             if "bare" in self.configs and name != "bare":
                 rs = self.ratios(name)
@@ -333,14 +367,24 @@ class InterleavedResult:
             else:
                 r, ci, iqr = ("1.000x" if name == "bare" else "-"), "", ""
             ev = ", ".join(f"{k}={v}" for k, v in c.evidence.items())
-            lines.append(f"  {name:<16}{fmt_time(c.median_ns):>11}"
-                         f"{fmt_time(median(c.cpu_ns_per_op)):>11}{r:>9}{ci:>15}{iqr:>15}  {ev}")
+            lines.append(
+                f"  {name:<16}{fmt_time(c.median_ns):>11}"
+                f"{fmt_time(median(c.cpu_ns_per_op)):>11}{r:>9}{ci:>15}{iqr:>15}  {ev}"
+            )
         return "\n".join(lines)
 
 
-def run_interleaved(workload: str, configs: Sequence[str], *, rounds: int, n: int,
-                    warmup: int, params: dict[str, Any] | None = None,
-                    cpu: int | None = None, verbose: bool = True) -> InterleavedResult:
+def run_interleaved(
+    workload: str,
+    configs: Sequence[str],
+    *,
+    rounds: int,
+    n: int,
+    warmup: int,
+    params: dict[str, Any] | None = None,
+    cpu: int | None = None,
+    verbose: bool = True,
+) -> InterleavedResult:
     """Run ``workload`` under every configuration, interleaved and rotated, in warm workers."""
     params = dict(params or {})
     t_start = time.perf_counter()
@@ -359,17 +403,16 @@ def run_interleaved(workload: str, configs: Sequence[str], *, rounds: int, n: in
                 results[w.config].ns_per_op.append(wall / n)
                 results[w.config].cpu_ns_per_op.append(cpu_ / n)
             if verbose:
-                done = "  ".join(f"{w.config}={fmt_time(results[w.config].ns_per_op[-1])}"
-                                 for w in workers)
-                print(f"  [{workload}] round {r + 1}/{rounds}: {done}", file=sys.stderr,
-                      flush=True)
+                done = "  ".join(
+                    f"{w.config}={fmt_time(results[w.config].ns_per_op[-1])}" for w in workers
+                )
+                print(f"  [{workload}] round {r + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
         for w in workers:
             results[w.config].evidence = w.finish().get("evidence", {})
     finally:
         for w in workers:
             w.close()
-    return InterleavedResult(workload, n, rounds, results, params,
-                             time.perf_counter() - t_start)
+    return InterleavedResult(workload, n, rounds, results, params, time.perf_counter() - t_start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,27 +421,43 @@ def run_interleaved(workload: str, configs: Sequence[str], *, rounds: int, n: in
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny iteration counts (CI smoke run; timings are meaningless)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny iteration counts (CI smoke run; timings are meaningless)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     return p
 
 
-def interleaved_parser(description: str, configs: Iterable[str] = ALL_CONFIGS,
-                       ) -> argparse.ArgumentParser:
+def interleaved_parser(
+    description: str,
+    configs: Iterable[str] = ALL_CONFIGS,
+) -> argparse.ArgumentParser:
     p = base_parser(description)
-    p.add_argument("--configs", default=",".join(configs),
-                   help="comma-separated configurations (default: %(default)s); 'bare' is "
-                        "always added. Known: " + ", ".join(CONFIG_HELP))
+    p.add_argument(
+        "--configs",
+        default=",".join(configs),
+        help="comma-separated configurations (default: %(default)s); 'bare' is "
+        "always added. Known: " + ", ".join(CONFIG_HELP),
+    )
     p.add_argument("--rounds", type=int, help="interleaved rounds (default depends on --quick)")
     p.add_argument("-n", "--ops", type=int, help="operations per round")
     p.add_argument("--warmup", type=int, help="operations each worker runs before round 1")
-    p.add_argument("--cpu", type=int, default=-2,
-                   help="pin workers to this core (-1: do not pin; default: the last core)")
-    p.add_argument("--server-cpu", type=int, default=-2,
-                   help="PostgreSQL workloads: pin the workers' server backends to this core "
-                        "(-1: do not; default: the client's core, see docs/performance.md; "
-                        "needs a local server and permission)")
+    p.add_argument(
+        "--cpu",
+        type=int,
+        default=-2,
+        help="pin workers to this core (-1: do not pin; default: the last core)",
+    )
+    p.add_argument(
+        "--server-cpu",
+        type=int,
+        default=-2,
+        help="PostgreSQL workloads: pin the workers' server backends to this core "
+        "(-1: do not; default: the client's core, see docs/performance.md; "
+        "needs a local server and permission)",
+    )
     return p
 
 
@@ -444,10 +503,17 @@ def _json_default(o: Any) -> Any:
     raise TypeError(type(o).__name__)
 
 
-def interleaved_main(workload: str, description: str, *, full: dict[str, int],
-                     quick: dict[str, int], configs: Iterable[str] = ALL_CONFIGS,
-                     params: dict[str, Any] | None = None, needs_pg: bool = False,
-                     argv: Sequence[str] | None = None) -> int:
+def interleaved_main(
+    workload: str,
+    description: str,
+    *,
+    full: dict[str, int],
+    quick: dict[str, int],
+    configs: Iterable[str] = ALL_CONFIGS,
+    params: dict[str, Any] | None = None,
+    needs_pg: bool = False,
+    argv: Sequence[str] | None = None,
+) -> int:
     """``main()`` for the per-workload scripts (connect_pass.py, select1_sqlite.py, ...)."""
     args = interleaved_parser(description, configs).parse_args(argv)
     chosen = parse_configs(args.configs)
@@ -464,12 +530,19 @@ def interleaved_main(workload: str, description: str, *, full: dict[str, int],
     if POOLWATCH_CONFIGS & set(chosen):
         ok, why = poolwatch_importable()
         if not ok:
-            print(f"poolwatch is not importable ({why}); run with --configs bare,otel "
-                  "or install it: pip install -e .", file=sys.stderr)
+            print(
+                f"poolwatch is not importable ({why}); run with --configs bare,otel "
+                "or install it: pip install -e .",
+                file=sys.stderr,
+            )
             return 2
     res = run_interleaved(
-        workload, chosen, rounds=args.rounds or counts["rounds"], n=args.ops or counts["n"],
-        warmup=args.warmup if args.warmup is not None else counts["warmup"], params=params,
+        workload,
+        chosen,
+        rounds=args.rounds or counts["rounds"],
+        n=args.ops or counts["n"],
+        warmup=args.warmup if args.warmup is not None else counts["warmup"],
+        params=params,
         cpu=resolve_cpu(args.cpu),
     )
     print(res.report())

@@ -42,9 +42,15 @@ def main() -> int:
             run(warmup)
         pinned = wl.pin_server_backends(spec["params"]) if "url" in spec["params"] else []
         gc.collect()
-        send({"ready": True, "pid": os.getpid(),
-              "affinity": sorted(os.sched_getaffinity(0)), "server_backends_pinned": pinned})
-    except BaseException as e:  # noqa: BLE001 - reported to the driver
+        send(
+            {
+                "ready": True,
+                "pid": os.getpid(),
+                "affinity": sorted(os.sched_getaffinity(0)),
+                "server_backends_pinned": pinned,
+            }
+        )
+    except BaseException as e:
         send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         return 1
 
@@ -74,7 +80,7 @@ def main() -> int:
                 return 0
             else:
                 raise ValueError(f"unknown command {msg!r}")
-        except BaseException as e:  # noqa: BLE001 - reported to the driver
+        except BaseException as e:
             send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
             return 1
     return 0

@@ -86,8 +86,12 @@ def pin_server_backends(params: dict[str, Any]) -> list[int]:
 
     dsn = params["url"].replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
-        pids = [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app_name(),))]
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app_name(),)
+            )
+        ]
     pinned = []
     for pid in pids:
         try:
@@ -105,8 +109,9 @@ def _select1_pg(params: dict[str, Any]) -> tuple[Engine, Run]:
 
 def _contention_pg(params: dict[str, Any]) -> tuple[Engine, Run]:
     threads = int(params.get("threads", 32))
-    engine = _pg_engine(params, pool_size=int(params.get("pool_size", 5)), max_overflow=0,
-                        pool_timeout=60)
+    engine = _pg_engine(
+        params, pool_size=int(params.get("pool_size", 5)), max_overflow=0, pool_timeout=60
+    )
 
     def worker(count: int, barrier: threading.Barrier) -> None:
         connect = engine.connect
@@ -178,8 +183,9 @@ def apply_config(engine: Engine, config: str) -> Applied:
     if config in ("bare", "bare_aa"):
         return a
     if config in ("pw", "pw_trace", "pw_leak"):
-        import poolwatch
         from prometheus_client import CollectorRegistry
+
+        import poolwatch
 
         a.registry = CollectorRegistry()
         kw: dict[str, Any] = {"registry": a.registry, "tracing": False}
@@ -196,13 +202,15 @@ def apply_config(engine: Engine, config: str) -> Applied:
         provider, a.span_counter = counting_tracer_provider()
         # skip_dep_check: the instrumentation declares sqlalchemy<2.1.
         a.handle = SQLAlchemyInstrumentor().instrument(
-            engine=engine, tracer_provider=provider, skip_dep_check=True)
+            engine=engine, tracer_provider=provider, skip_dep_check=True
+        )
         return a
     if config == "noop_cursor":
         calls = a.calls
 
-        def on_cursor(conn: Any, cursor: Any, statement: Any, params: Any, context: Any,
-                      executemany: Any) -> None:
+        def on_cursor(
+            conn: Any, cursor: Any, statement: Any, params: Any, context: Any, executemany: Any
+        ) -> None:
             calls[0] += 1
 
         event.listen(engine, "before_cursor_execute", on_cursor)
@@ -215,6 +223,22 @@ def apply_config(engine: Engine, config: str) -> Applied:
             calls[0] += 1
 
         event.listen(engine, "do_execute", on_do_execute)
+        return a
+    if config == "noop_dialect_wrap":
+        # poolwatch's own seam with nothing in it: the engine's dialect instance gets a
+        # pass-through do_execute / do_execute_no_params wrapper (no event listener at all).
+        calls = a.calls
+        dialect = engine.dialect
+        for method in ("do_execute", "do_execute_no_params"):
+            original = getattr(dialect, method)
+
+            def wrapper(
+                cursor: Any, statement: Any, *args: Any, _o: Any = original, **kw: Any
+            ) -> Any:
+                calls[0] += 1
+                return _o(cursor, statement, *args, **kw)
+
+            setattr(dialect, method, wrapper)
         return a
     raise ValueError(f"unknown configuration {config!r}")
 

@@ -1,6 +1,6 @@
 """`with engine.connect(): pass` on SQLite (QueuePool): the pool checkout/checkin path alone.
 
-    python benchmarks/connect_pass.py [--quick] [--configs bare,pw,...] [--rounds N] [-n OPS]
+python benchmarks/connect_pass.py [--quick] [--configs bare,pw,...] [--rounds N] [-n OPS]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 15, "n": 20_000, "warmup": 5_000}
+FULL = {"rounds": 30, "n": 5_000, "warmup": 5_000}
 QUICK = {"rounds": 2, "n": 200, "warmup": 50}
 
 if __name__ == "__main__":

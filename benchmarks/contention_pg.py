@@ -13,9 +13,17 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 9, "n": 6_400, "warmup": 640}
+FULL = {"rounds": 21, "n": 6_400, "warmup": 640}
 QUICK = {"rounds": 2, "n": 320, "warmup": 64}
 
 if __name__ == "__main__":
-    sys.exit(interleaved_main("contention_pg", __doc__.splitlines()[0], full=FULL, quick=QUICK,
-                              needs_pg=True, params={"threads": 32, "pool_size": 5}))
+    sys.exit(
+        interleaved_main(
+            "contention_pg",
+            __doc__.splitlines()[0],
+            full=FULL,
+            quick=QUICK,
+            needs_pg=True,
+            params={"threads": 32, "pool_size": 5},
+        )
+    )

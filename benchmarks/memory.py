@@ -52,8 +52,9 @@ def _traced() -> int:
 
 
 def measure(n: int, url: str) -> dict[str, Any]:
-    import poolwatch
     from prometheus_client import CollectorRegistry
+
+    import poolwatch
 
     # Control: a second use of bare engines allocates (almost) nothing that stays.
     bare = _engines(n, url)
@@ -71,16 +72,20 @@ def measure(n: int, url: str) -> dict[str, Any]:
     registry = CollectorRegistry()
     tracemalloc.start(1)
     m0 = _traced()
-    handles = [poolwatch.instrument(e, name=f"mem-{i}", registry=registry, tracing=False)
-               for i, e in enumerate(engines)]
+    handles = [
+        poolwatch.instrument(e, name=f"mem-{i}", registry=registry, tracing=False)
+        for i, e in enumerate(engines)
+    ]
     m1 = _traced()
     _use(engines)
     m2 = _traced()
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
     top = [
-        {"where": str(s.traceback[0]).replace(os.getcwd() + os.sep, ""), "bytes_per_pool":
-         round(s.size / n)}
+        {
+            "where": str(s.traceback[0]).replace(os.getcwd() + os.sep, ""),
+            "bytes_per_pool": round(s.size / n),
+        }
         for s in snapshot.statistics("lineno")[:8]
     ]
     for h in handles:
@@ -104,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="poolwatch-mem-") as tmp:
         res = measure(n, f"sqlite:///{os.path.join(tmp, 'm.db')}")
     print(f"memory per instrumented pool ({n} pools, tracemalloc):")
-    print(f"  after instrument():              {res['bytes_per_pool_after_instrument'] / 1024:.1f} KiB")
-    print(f"  after first checkout + SELECT 1: {res['bytes_per_pool_after_first_use'] / 1024:.1f} KiB")
+    print(
+        f"  after instrument():              {res['bytes_per_pool_after_instrument'] / 1024:.1f} KiB"
+    )
+    print(
+        f"  after first checkout + SELECT 1: {res['bytes_per_pool_after_first_use'] / 1024:.1f} KiB"
+    )
     print(f"  bare control (same use, no poolwatch): {res['bare_control_bytes_per_pool']} B")
     print("  top allocation sites (bytes per pool):")
     for t in res["top_allocation_sites"]:

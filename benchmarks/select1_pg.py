@@ -12,9 +12,12 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 15, "n": 3_000, "warmup": 1_000}
+FULL = {"rounds": 60, "n": 500, "warmup": 1_000}
 QUICK = {"rounds": 2, "n": 50, "warmup": 20}
 
 if __name__ == "__main__":
-    sys.exit(interleaved_main("select1_pg", __doc__.splitlines()[0], full=FULL, quick=QUICK,
-                              needs_pg=True))
+    sys.exit(
+        interleaved_main(
+            "select1_pg", __doc__.splitlines()[0], full=FULL, quick=QUICK, needs_pg=True
+        )
+    )

@@ -1,6 +1,6 @@
 """`with engine.connect() as c: c.execute(text("SELECT 1"))` on SQLite: pool + statement metrics.
 
-    python benchmarks/select1_sqlite.py [--quick] [--configs bare,pw,...] [--rounds N] [-n OPS]
+python benchmarks/select1_sqlite.py [--quick] [--configs bare,pw,...] [--rounds N] [-n OPS]
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 15, "n": 10_000, "warmup": 3_000}
+FULL = {"rounds": 40, "n": 2_500, "warmup": 3_000}
 QUICK = {"rounds": 2, "n": 100, "warmup": 50}
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ def test_dropped_engines_are_collected_with_their_series(registry) -> None:
     gc.collect()
     assert ref() is None
     assert not handle.active
+    # Gone from the very first scrape, counters and histograms included.
+    assert "ephemeral" not in generate_latest(registry).decode()
     assert registry.get_sample_value(
         "db_client_connection_count",
         {"db_client_connection_pool_name": "ephemeral", "db_client_connection_state": "idle"},

@@ -25,6 +25,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
+from .lifecycle import run_deferred
+
 __all__ = ["Histogram", "HistogramChild", "HistogramCollector", "rendering_elsewhere"]
 
 
@@ -190,6 +192,8 @@ class HistogramCollector(Collector):
         return [HistogramMetricFamily(h.name, h.documentation, unit=h.unit) for h in self.families]
 
     def collect(self) -> Iterable[Metric]:
+        # A scrape is a safe point to drop the series of engines the application dropped.
+        run_deferred()
         if getattr(_local, "active", False):
             return []
         return [h.family() for h in self.families]

@@ -66,16 +66,20 @@ class PrometheusMetrics:
             "Time to open a new DBAPI connection (including the dialect's on-connect set-up).",
             base, self.pool_buckets,
         )  # fmt: skip
-        self.timeouts = Counter(
-            "db_client_connection_timeouts",
-            "Checkouts that gave up waiting for a connection (the pool raised its timeout error).",
-            base, registry=registry,
-        )  # fmt: skip
         self.operation_duration = Histogram(
             "db_client_operation_duration_seconds",
             "Duration of statement executions.",
             (*base, "db_system_name", "db_operation_name", "db_query_summary", "error_type"),
             self.operation_buckets,
+        )  # fmt: skip
+        self.histograms = (self.wait_time, self.use_time, self.create_time, self.operation_duration)
+        # Registered before any counter: the registry collects in registration order, and this
+        # collector is the one that first runs the teardown of engines the application dropped.
+        registry.register(HistogramCollector(self.histograms))
+        self.timeouts = Counter(
+            "db_client_connection_timeouts",
+            "Checkouts that gave up waiting for a connection (the pool raised its timeout error).",
+            base, registry=registry,
         )  # fmt: skip
         self.connection_errors = Counter(
             "poolwatch_connection_errors",
@@ -98,8 +102,6 @@ class PrometheusMetrics:
             "Statements counted under db_query_summary=\"other\" because the cap was reached.",
             base, registry=registry,
         )  # fmt: skip
-        self.histograms = (self.wait_time, self.use_time, self.create_time, self.operation_duration)
-        registry.register(HistogramCollector(self.histograms))
         self.collector = PoolStateCollector(self.base_labels)
         registry.register(self.collector)
 
