@@ -194,32 +194,7 @@ def _limit(field: str) -> Callable[[PoolSnapshot, dict[str, Any]], list[Observat
 
 
 def _info(snap: PoolSnapshot, attributes: dict[str, Any]) -> list[Observation]:
-    lim = snap.limits
-    return [
-        Observation(
-            1,
-            {
-                **attributes,
-                "pool_class": lim.pool_class,
-                "pool_size": _fmt(lim.pool_size),
-                "max_overflow": _fmt(lim.max_overflow),
-                "timeout": _fmt(lim.timeout),
-                "recycle": _fmt(lim.recycle),
-                "pre_ping": _fmt(lim.pre_ping),
-            },
-        )
-    ]
-
-
-def _fmt(value: object) -> str:
-    # The same strings as the Prometheus backend's poolwatch_pool_info, so the series match.
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return [Observation(1, {**attributes, **snap.limits.info()})]
 
 
 _metrics_lock = threading.Lock()

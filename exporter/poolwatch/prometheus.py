@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from .histogram import Histogram, HistogramCollector
 from .lifecycle import run_deferred
-from .state import PoolSet, PoolState
+from .state import PoolLimits, PoolSet, PoolState
 from .tracker import Recorder
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
@@ -198,15 +198,7 @@ class PoolStateCollector(Collector):
             GaugeMetricFamily(
                 "poolwatch_pool_info",
                 "The pool's configuration (value is always 1).",
-                labels=[
-                    *base,
-                    "pool_class",
-                    "pool_size",
-                    "max_overflow",
-                    "timeout",
-                    "recycle",
-                    "pre_ping",
-                ],
+                labels=[*base, *PoolLimits.INFO_LABELS],
             ),
             CounterMetricFamily(
                 "poolwatch_instrumentation_errors",
@@ -237,24 +229,10 @@ class PoolStateCollector(Collector):
                 pending.add_metric(list(values), snap.pending)
                 longest.add_metric(list(values), snap.longest_wait)
                 leaked.add_metric(list(values), snap.leaked)
-                info.add_metric(
-                    [*values, lim.pool_class, _fmt(lim.pool_size), _fmt(lim.max_overflow),
-                     _fmt(lim.timeout), _fmt(lim.recycle), _fmt(lim.pre_ping)],
-                    1,
-                )  # fmt: skip
+                info.add_metric([*values, *lim.info().values()], 1)
             for component, n in list(state.errors.counts.items()):
                 errors.add_metric([*values, component], n)
         return list(families)
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 class PrometheusTracker:

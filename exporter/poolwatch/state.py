@@ -35,6 +35,23 @@ class PoolLimits:
     pool_size: int | None = None
     max_overflow: int | None = None
 
+    # The labels of the poolwatch_pool_info series, in this order, as every backend exports them.
+    INFO_LABELS = ("pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping")
+
+    def info(self) -> dict[str, str]:
+        """The configuration as info-series label values ("" where the pool has no such setting)."""
+        return {name: _label_value(getattr(self, name)) for name in self.INFO_LABELS}
+
+
+def _label_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
 
 @dataclass(frozen=True)
 class PoolSnapshot:
