@@ -23,7 +23,7 @@ EXPECTED_ROWS = {
     "SELECT 1, SQLite (pool + statement metrics)": False,
     "SELECT 1, PostgreSQL loopback": True,
     "32 threads / pool of 5, PostgreSQL, 6,400 queries": True,
-    "scrape: prometheus_client.generate_latest, 20 pools x 100 summaries": False,
+    "scrape via prometheus_client.generate_latest (for comparison)": False,
     "scrape: poolwatch /metrics exposition, 20 pools x 100 summaries": False,
     "tracing on vs OTel alone: connect:pass, SQLite": False,
     "tracing on vs OTel alone: SELECT 1, SQLite": False,
