@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, SingletonThreadPool, StaticPool
 
 import poolwatch
 from tests.support.pools import Reader, app_name, queue_truth, server_connections
@@ -298,25 +298,19 @@ def test_null_pool(postgres_url, registry, make_engine) -> None:
     ) == 1  # fmt: skip
 
 
-def test_static_and_singleton_thread_pools(registry, make_engine) -> None:
-    from sqlalchemy.pool import SingletonThreadPool, StaticPool
-
-    static = make_engine("sqlite://", poolclass=StaticPool)
-    h1 = poolwatch.instrument(static, name="static", registry=registry)
-    m1 = Reader(registry, h1.name)
-    with static.connect() as c:
+@pytest.mark.parametrize(
+    ("poolclass", "expected_max"),
+    [(StaticPool, 1.0), (SingletonThreadPool, None)],  # a gauge that does not apply is absent
+)
+def test_static_and_singleton_thread_pools(registry, make_engine, poolclass, expected_max) -> None:
+    engine = make_engine("sqlite://", poolclass=poolclass)
+    handle = poolwatch.instrument(engine, registry=registry)
+    m = Reader(registry, handle.name)
+    with engine.connect() as c:
         c.execute(text("SELECT 1"))
-        assert (m1.used, m1.idle) == (1, 0)
-    assert (m1.used, m1.idle, m1("db_client_connection_max")) == (0, 1, 1)
-
-    single = make_engine("sqlite://", poolclass=SingletonThreadPool)
-    h2 = poolwatch.instrument(single, name="single", registry=registry)
-    m2 = Reader(registry, h2.name)
-    with single.connect() as c:
-        c.execute(text("SELECT 1"))
-        assert (m2.used, m2.idle) == (1, 0)
-    assert (m2.used, m2.idle) == (0, 1)
-    assert m2.get("db_client_connection_max") is None
+        assert (m.used, m.idle) == (1, 0)
+    assert (m.used, m.idle, m.pending) == (0, 1, 0)
+    assert m.get("db_client_connection_max") == expected_max
 
 
 def test_pre_ping_failure_after_a_database_restart(throwaway_pg, registry, make_engine) -> None:

@@ -17,29 +17,12 @@ from typing import Any, Final, Literal
 __all__ = [
     "DEFAULT_OPERATION_BUCKETS",
     "DEFAULT_POOL_BUCKETS",
-    "UNSET",
     "Settings",
     "otel_traces_configured",
     "resolve_settings",
     "tracing_enabled",
 ]
 
-
-class _Unset:
-    """Marks a keyword the caller did not pass, so the environment may supply it."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = _Unset()
 
 # Resolves 1 ms up to the default pool_timeout (30 s) and beyond it, so a timed-out wait
 # (which lasts slightly longer than pool_timeout) lands in a finite bucket.
@@ -277,9 +260,8 @@ def resolve_settings(
         raise TypeError(f"poolwatch: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
     values: dict[str, Any] = {}
     for setting in _ENV_SETTINGS:
-        given = overrides.get(setting, UNSET)
-        if given is not UNSET:
-            values[setting] = _parse(setting, given, setting)
+        if setting in overrides:
+            values[setting] = _parse(setting, overrides[setting], setting)
             continue
         raw = env.get(_env_name(setting))
         if raw is not None:

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-__all__ = ["NULL_TRACKER", "CompositeTracker", "NullTracker", "PoolTracker", "Recorder"]
+__all__ = [
+    "NULL_TRACKER",
+    "CompositeTracker",
+    "NullTracker",
+    "PoolTracker",
+    "Recorder",
+    "combine",
+]
 
 Recorder = Callable[[float], None]
 
