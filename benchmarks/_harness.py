@@ -43,12 +43,15 @@ CONFIG_HELP = {
     "pw": "poolwatch.instrument(engine) - metrics on, tracing off, leak detection at its default",
     "pw_trace": "poolwatch metrics + tracing (SDK TracerProvider, counting span processor, no exporter)",
     "pw_leak": "poolwatch metrics with leak_threshold=1.0",
+    "pw_pool": "poolwatch pool metrics only (statement_metrics=False), for attributing cost",
+    "pw_null": "poolwatch's pool wrapper and listeners with no metrics backend (prometheus=False, "
+    "statement_metrics=False), for attributing cost",
     "otel": "OpenTelemetry SQLAlchemyInstrumentor alone (same TracerProvider setup)",
     "noop_cursor": "a no-op before_cursor_execute + after_cursor_execute listener",
     "noop_do_execute": "a no-op DialectEvents.do_execute listener",
     "noop_dialect_wrap": "a pass-through wrapper on the dialect's do_execute (poolwatch's seam)",
 }
-POOLWATCH_CONFIGS = frozenset({"pw", "pw_trace", "pw_leak"})
+POOLWATCH_CONFIGS = frozenset({"pw", "pw_trace", "pw_leak", "pw_pool", "pw_null"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -55,6 +56,9 @@ def main() -> int:
         return 1
 
     perf, cpu_ns = time.perf_counter_ns, time.process_time_ns
+    # Context switches of all the worker's threads in the timed rounds: a configuration that
+    # makes threads block (a contended lock, a GIL convoy) shows here before it shows in time.
+    switches = {"ops": 0, "voluntary": 0, "involuntary": 0}
     for line in sys.stdin:
         try:
             msg = json.loads(line)
@@ -63,16 +67,25 @@ def main() -> int:
                 gc.collect()
                 gc.disable()
                 try:
+                    r0 = resource.getrusage(resource.RUSAGE_SELF)
                     c0 = cpu_ns()
                     t0 = perf()
                     run(n)
                     t1 = perf()
                     c1 = cpu_ns()
+                    r1 = resource.getrusage(resource.RUSAGE_SELF)
                 finally:
                     gc.enable()
+                switches["ops"] += n
+                switches["voluntary"] += r1.ru_nvcsw - r0.ru_nvcsw
+                switches["involuntary"] += r1.ru_nivcsw - r0.ru_nivcsw
                 send({"ns": t1 - t0, "cpu_ns": c1 - c0})
             elif msg["cmd"] == "quit":
                 ev = wl.evidence(applied, spec["config"])
+                if switches["ops"]:
+                    ev["csw_per_op"] = round(
+                        (switches["voluntary"] + switches["involuntary"]) / switches["ops"], 2
+                    )
                 if applied.handle is not None and hasattr(applied.handle, "uninstrument"):
                     applied.handle.uninstrument()
                 engine.dispose()

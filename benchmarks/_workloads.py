@@ -182,7 +182,7 @@ def apply_config(engine: Engine, config: str) -> Applied:
     a = Applied()
     if config in ("bare", "bare_aa"):
         return a
-    if config in ("pw", "pw_trace", "pw_leak"):
+    if config in ("pw", "pw_trace", "pw_leak", "pw_pool", "pw_null"):
         from prometheus_client import CollectorRegistry
 
         import poolwatch
@@ -194,6 +194,10 @@ def apply_config(engine: Engine, config: str) -> Applied:
             kw.update(tracing=True, tracer_provider=provider)
         elif config == "pw_leak":
             kw["leak_threshold"] = 1.0
+        elif config == "pw_pool":
+            kw["statement_metrics"] = False
+        elif config == "pw_null":
+            kw.update(statement_metrics=False, prometheus=False)
         a.handle = poolwatch.instrument(engine, **kw)
         return a
     if config == "otel":

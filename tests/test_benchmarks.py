@@ -7,7 +7,9 @@ the budget table has every row with a verdict.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,26 @@ def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
     for info_row in ("leak_threshold=1.0: connect:pass", "leak_threshold=1.0: SELECT 1, SQLite"):
         assert any(line.startswith(info_row) for line in table), out
     assert out_json.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="instructions.py needs valgrind")
+def test_instruction_counts_run_and_see_the_cost_of_a_statement_span(tmp_path: Path) -> None:
+    out_json = tmp_path / "ir.json"
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "instructions.py"), "--quick",
+        "--configs", "bare,pw,pw_trace", "--json", str(out_json),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ir = json.loads(out_json.read_text())["instructions_per_op"]
+    # Not a timing. Small differences are not asserted (the bare count can shift by a few
+    # percent between checkouts, see the script's docstring); a statement span is ~250k.
+    assert all(v > 100_000 for v in ir.values()), ir
+    assert ir["pw_trace"] - ir["pw"] > 100_000, ir

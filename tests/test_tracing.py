@@ -280,9 +280,12 @@ def test_uninstrument_removes_the_statement_and_wait_spans(
         engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
     )
     warm(engine)
-    assert traces.statements()
-    assert listeners() != before
+    assert len(traces.statements()) == 1
+    # EngineTracer's listeners run from poolwatch's do_execute seam, not as SQLAlchemy events.
+    assert listeners() == before
+    assert "do_execute" in vars(engine.dialect)
     handle.uninstrument()
+    assert "do_execute" not in vars(engine.dialect)
     traces.exporter.clear()
     with held(engine), traces.tracer.start_as_current_span("request"):
         with engine.connect() as c:
@@ -398,3 +401,102 @@ def test_environment_turns_tracing_on_with_the_global_provider(
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     handle = poolwatch.instrument(engine, name=unique(), registry=registry)
     assert handle._tracing is None
+
+
+# -- the seam: EngineTracer's listeners run from do_execute -----------------------------------------
+def test_statement_spans_keep_sqlalchemy_off_its_event_path(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    with traces.tracer.start_as_current_span("request"), engine.connect() as c:
+        c.execute(text("SELECT 1"))
+        c.execute(text("SELECT :x"), {"x": 2})
+        # Any cursor-event listener would set these and slow every statement.
+        assert not engine._has_events
+        assert not c._has_events
+    stmts = traces.statements()
+    assert [s.name for s in stmts] == ["SELECT test", "SELECT test"]
+    assert [(s.attributes or {}).get("db.statement") for s in stmts] == ["SELECT ?", "SELECT %(x)s"]
+
+
+def test_executemany_gets_one_span_per_cursor_call(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    table = "pw_trace_many_" + uuid.uuid4().hex[:8]
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    with engine.begin() as c:
+        c.execute(text(f"CREATE TEMP TABLE {table} (id int, v text)"))
+        traces.exporter.clear()
+        c.execute(
+            text(f"INSERT INTO {table} VALUES (:id, :v)"), [{"id": i, "v": "x"} for i in range(50)]
+        )
+        assert c.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 50
+    names = [s.name for s in traces.statements()]
+    assert names == ["INSERT test", "SELECT test"]  # one cursor call for the 50 rows
+
+
+def test_a_failing_span_processor_never_fails_the_query(
+    engines: Callable[..., Engine], registry: CollectorRegistry
+) -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            raise RuntimeError("exporter misconfigured")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken())
+    engine = engines()
+    warm(engine)  # the dialect's first-connect statements are not part of this test
+    handle = poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=provider
+    )
+    with engine.connect() as c:
+        assert c.execute(text("SELECT 41 + 1")).scalar() == 42
+        assert c.execute(text("SELECT 1")).scalar() == 1
+    assert handle.state.errors.counts["tracing"] == 2
+    # The statement was still timed.
+    labels = {
+        "db_client_connection_pool_name": handle.name, "db_system_name": "postgresql",
+        "db_operation_name": "SELECT", "db_query_summary": "SELECT", "error_type": "",
+    }  # fmt: skip
+    assert registry.get_sample_value("db_client_operation_duration_seconds_count", labels) == 2
+    provider.shutdown()
+
+
+def test_failed_statement_span_from_the_seam_is_an_error_and_ended_once(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
+    )
+    with engine.connect() as c:
+        with pytest.raises(sqlalchemy.exc.ProgrammingError):
+            c.execute(text("SELECT * FROM pw_no_such_table"))
+    (span,) = traces.statements()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.end_time is not None
+
+
+def test_without_statement_metrics_spans_fall_back_to_cursor_events(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    handle = poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider,
+        statement_metrics=False,
+    )  # fmt: skip
+    with engine.connect() as c:
+        c.execute(text("SELECT 1"))
+    assert [s.name for s in traces.statements()] == ["SELECT test"]
+    assert "do_execute" not in vars(engine.dialect)
+    assert len(engine.dispatch.before_cursor_execute) == 1
+    handle.uninstrument()
+    assert len(engine.dispatch.before_cursor_execute) == 0

@@ -18,7 +18,7 @@ LOG_INTERVAL_SECONDS = 60.0
 # Exported at 0 from the start, so that rate()/increase() see the first error.
 COMPONENTS = (
     "checkout", "checkin", "connect", "close", "detach", "invalidate", "dispose", "statement",
-    "leak_detection", "collect", "uninstrument",
+    "leak_detection", "collect", "uninstrument", "tracing",
 )  # fmt: skip
 
 

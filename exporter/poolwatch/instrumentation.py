@@ -86,7 +86,7 @@ class Instrumentation:
         if self._statements is not None:
             self._statements.install()
         if tracing is not None:
-            tracing.install(engine)
+            tracing.install(engine, self._statements)
         if leaks is not None:
             leaks.start()
         # Engines dropped by the application take their series with them.

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .histogram import Histogram, HistogramCollector
+from .histogram import PENDING_LIMIT, Histogram, HistogramChild, HistogramCollector
 from .lifecycle import run_deferred
 from .state import PoolLimits, PoolSet, PoolState
 from .tracker import Recorder
@@ -258,14 +258,43 @@ class PrometheusTracker:
         self._timeouts = metrics.timeouts.labels(*values)
         self._leaks = metrics.leaks.labels(*values)
         self._folded = metrics.summaries_folded.labels(*values)
-        self.use: Recorder = self._use.observe
-        self.wait: Recorder = self._with_exemplar(self._wait.observe)
+        # Every checkout records a wait and (at checkin) a use; ``use`` also keeps both queues
+        # short, so the checkout path is a bare ``deque.append`` (see poolwatch.histogram).
+        self.wait: Recorder = self._wait.record
+        self.use: Recorder = self._bounded(self._use, self._wait)
+        if exemplar is not None:
+            self.wait = self._with_exemplar(self._wait)
+            self.use = self._use.observe
         metrics.collector.pools.add(state, values)
 
-    def _with_exemplar(self, observe: Callable[..., None]) -> Recorder:
-        exemplar = self._exemplar
+    @staticmethod
+    def _bounded(child: HistogramChild, also: HistogramChild | None = None) -> Recorder:
+        record, pending, drain = child.record, child.pending, child.drain
+        limit = PENDING_LIMIT
+        if also is None:
+
+            def bounded(seconds: float) -> None:
+                record(seconds)
+                if pending() > limit:
+                    drain()
+
+            return bounded
+        also_pending, also_drain = also.pending, also.drain
+
+        def bounded_pair(seconds: float) -> None:
+            record(seconds)
+            if pending() > limit:
+                drain()
+            if also_pending() > limit:
+                also_drain()
+
+        return bounded_pair
+
+    def _with_exemplar(self, child: HistogramChild) -> Recorder:
+        # With tracing on, observations carry the current trace id: the exact, immediate path.
+        observe, exemplar = child.observe, self._exemplar
         if exemplar is None:
-            return observe
+            return self._bounded(child)
 
         def record(seconds: float) -> None:
             observe(seconds, exemplar())
@@ -277,6 +306,10 @@ class PrometheusTracker:
 
     def timed_out(self) -> None:
         self._timeouts.inc()
+        # Timed-out checkouts record a wait with no checkin to follow (pool_timeout=0 can
+        # produce them in a tight loop).
+        if self._wait.pending() > PENDING_LIMIT:
+            self._wait.drain()
 
     def connection_error(self, error_type: str) -> None:
         self._m.connection_errors.labels(*self._values, error_type).inc()
@@ -291,7 +324,7 @@ class PrometheusTracker:
         child = self._m.operation_duration.labels(
             *self._values, self._db_system, operation, summary, ""
         )
-        return self._with_exemplar(child.observe)
+        return self._with_exemplar(child)
 
     def statement_failed(
         self, operation: str, summary: str, error_type: str, seconds: float

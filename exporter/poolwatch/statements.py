@@ -7,6 +7,12 @@ with the statement text and the execution context, so poolwatch wraps those on t
 dialect instance: one extra call and a cached dictionary lookup per statement. ``DialectEvents``
 would be the public spelling of the same seam, but a listener there must run the statement itself
 and return ``True``, which would stop any listener of the application's registered after it.
+
+The same seam carries listeners written for the cursor events (:class:`CursorHooks`):
+OpenTelemetry's ``EngineTracer`` registers ``before/after_cursor_execute`` and ``handle_error``
+listeners, and poolwatch runs exactly those functions here, with the arguments SQLAlchemy would
+pass, instead of registering them. The statement spans are OpenTelemetry's own; SQLAlchemy's slow
+path is avoided, and an exception inside a listener is reported instead of failing the query.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Dialect
 
@@ -26,7 +32,7 @@ from .state import PoolState
 from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
 from .tracker import PoolTracker, Recorder
 
-__all__ = ["StatementInstrumentation"]
+__all__ = ["CursorHooks", "StatementInstrumentation"]
 
 # Statements past the summary cap, and statements with no recognisable summary, share one series.
 OTHER = UNKNOWN_SUMMARY
@@ -45,6 +51,30 @@ class _Series:
         self.operation = operation
         self.summary = summary
         self.record = record
+
+
+class CursorHooks(NamedTuple):
+    """Listeners in the signatures of SQLAlchemy's cursor events, run from the do_execute seam.
+
+    ``before`` is called like a ``before_cursor_execute`` listener registered with
+    ``retval=True`` and returns ``(statement, parameters)``; ``after`` like
+    ``after_cursor_execute``; ``error`` like ``handle_error``, with an object carrying
+    ``execution_context`` and ``original_exception``.
+    """
+
+    before: Callable[..., tuple[str, Any]]
+    after: Callable[..., None]
+    error: Callable[[Any], None] | None = None
+
+
+class ExecutionError:
+    """What a ``handle_error`` listener reads of SQLAlchemy's ``ExceptionContext``."""
+
+    __slots__ = ("execution_context", "original_exception")
+
+    def __init__(self, context: Any, error: BaseException) -> None:
+        self.execution_context = context
+        self.original_exception = error
 
 
 class StatementInstrumentation:
@@ -67,6 +97,11 @@ class StatementInstrumentation:
         self._folded: set[str] = set()
         self._lock = threading.Lock()
         self._active = False
+        self.hooks: CursorHooks | None = None
+
+    def set_cursor_hooks(self, hooks: CursorHooks | None) -> None:
+        """Run ``hooks`` around every statement from now on (None: stop)."""
+        self.hooks = hooks
 
     def install(self) -> None:
         dialect = self._dialect()
@@ -96,6 +131,7 @@ class StatementInstrumentation:
         instrumentation = self
 
         def record(series: _Series, statement: str, elapsed: float) -> None:
+            # The cursor-hook path only; the plain wrappers below inline this.
             try:
                 series.record(elapsed)
                 if slow is not None and elapsed >= slow:
@@ -103,11 +139,62 @@ class StatementInstrumentation:
             except Exception as e:
                 instrumentation.state.errors.report("statement", e)
 
+        executemany = method == "do_executemany"
+
+        def hooked(
+            call: Callable[..., Any],
+            cursor: Any,
+            statement: str,
+            parameters: Any,
+            context: Any,
+            many: bool,
+        ) -> Any:
+            # The cursor-event listeners around the statement, each guarded: what they do is
+            # instrumentation, and the application's statement runs whatever they raise.
+            hooks = instrumentation.hooks
+            series = cache.get(statement) or series_for(statement, context)
+            sent, params = statement, parameters
+            conn = getattr(context, "root_connection", None)
+            if not getattr(conn, "_allow_autobegin", True):
+                # The dialect's first-connect set-up (server version, schema, ...): SQLAlchemy
+                # runs it on a Connection with events off, so cursor listeners never see it.
+                hooks = None
+            if hooks is not None:
+                try:
+                    sent, params = hooks.before(conn, cursor, statement, parameters, context, many)
+                except Exception as e:
+                    instrumentation.state.errors.report("tracing", e)
+                    hooks = None
+            t0 = perf_counter()
+            try:
+                result = call(cursor, sent, params, context)
+            except BaseException as e:
+                instrumentation._failed(series, statement, perf_counter() - t0, e)
+                if hooks is not None and hooks.error is not None:
+                    try:
+                        hooks.error(ExecutionError(context, e))
+                    except Exception as hook_error:
+                        instrumentation.state.errors.report("tracing", hook_error)
+                raise
+            elapsed = perf_counter() - t0
+            if hooks is not None:
+                try:
+                    hooks.after(conn, cursor, sent, params, context, many)
+                except Exception as e:
+                    instrumentation.state.errors.report("tracing", e)
+            record(series, statement, elapsed)
+            return result
+
         if method == "do_execute_no_params":
+
+            def call_no_params(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
+                return original(cursor, statement, context)
 
             def poolwatch_execute(cursor: Any, statement: str, context: Any = None) -> Any:
                 if not instrumentation._active:
                     return original(cursor, statement, context)
+                if instrumentation.hooks is not None and context is not None:
+                    return hooked(call_no_params, cursor, statement, (), context, False)
                 series = cache.get(statement) or series_for(statement, context)
                 t0 = perf_counter()
                 try:
@@ -115,7 +202,13 @@ class StatementInstrumentation:
                 except BaseException as e:
                     instrumentation._failed(series, statement, perf_counter() - t0, e)
                     raise
-                record(series, statement, perf_counter() - t0)
+                elapsed = perf_counter() - t0
+                try:
+                    series.record(elapsed)
+                    if slow is not None and elapsed >= slow:
+                        instrumentation._log_slow(series, statement, elapsed)
+                except Exception as e:
+                    instrumentation.state.errors.report("statement", e)
                 return result
 
         else:  # do_execute, do_executemany: (cursor, statement, parameters, context)
@@ -125,6 +218,8 @@ class StatementInstrumentation:
             ) -> Any:
                 if not instrumentation._active:
                     return original(cursor, statement, parameters, context)
+                if instrumentation.hooks is not None and context is not None:
+                    return hooked(original, cursor, statement, parameters, context, executemany)
                 series = cache.get(statement) or series_for(statement, context)
                 t0 = perf_counter()
                 try:
@@ -132,7 +227,13 @@ class StatementInstrumentation:
                 except BaseException as e:
                     instrumentation._failed(series, statement, perf_counter() - t0, e)
                     raise
-                record(series, statement, perf_counter() - t0)
+                elapsed = perf_counter() - t0
+                try:
+                    series.record(elapsed)
+                    if slow is not None and elapsed >= slow:
+                        instrumentation._log_slow(series, statement, elapsed)
+                except Exception as e:
+                    instrumentation.state.errors.report("statement", e)
                 return result
 
         poolwatch_execute.__wrapped__ = original  # type: ignore[attr-defined]

@@ -1,0 +1,88 @@
+"""poolwatch's own histogram: the deferred hot-path recorder counts every value exactly once."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from poolwatch.histogram import PENDING_LIMIT, Histogram
+from poolwatch.prometheus import PrometheusTracker, metrics_for
+from poolwatch.state import PoolState
+
+BUCKETS = (0.001, 0.01, 0.1, 1.0)
+
+
+def test_recorded_values_are_folded_in_when_read() -> None:
+    child = Histogram("h_seconds", "h", ["pool"], BUCKETS).labels("p")
+    for v in (0.0005, 0.001, 0.002, 0.5, 2.0, 2.0):
+        child.record(v)
+    assert child.pending() == 6
+    counts, total, exemplars = child.snapshot()
+    # Cumulative, upper bounds inclusive (le), +Inf last.
+    assert counts == [2, 3, 3, 4, 6]
+    assert total == 0.0005 + 0.001 + 0.002 + 0.5 + 2.0 + 2.0
+    assert exemplars == {}
+    assert child.pending() == 0
+    child.observe(0.05)  # the immediate path still works alongside
+    assert child.snapshot()[0] == [2, 3, 4, 5, 7]
+
+
+def test_concurrent_recorders_and_drainers_lose_nothing() -> None:
+    child = Histogram("h_seconds", "h", ["pool"], BUCKETS).labels("p")
+    threads, per_thread = 8, 20_000
+    values = (2.0**-10, 0.25, 4.0)  # exact in binary: the sum can be checked exactly
+    stop = threading.Event()
+
+    def record() -> None:
+        rec, pending, drain = child.record, child.pending, child.drain
+        for i in range(per_thread):
+            rec(values[i % 3])
+            if pending() > PENDING_LIMIT:
+                drain()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            child.snapshot()
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    workers = [threading.Thread(target=record) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    scraper.join()
+    counts, total, _ = child.snapshot()
+    n = threads * per_thread
+    per_value = [len(range(k, per_thread, 3)) * threads for k in range(3)]
+    assert counts[-1] == n
+    assert counts == [per_value[0], per_value[0], per_value[0], per_value[0] + per_value[1], n]
+    assert total == sum(v * c for v, c in zip(values, per_value, strict=True))
+
+
+def test_tracker_keeps_the_queues_bounded_through_checkins() -> None:
+    registry = CollectorRegistry()
+    metrics = metrics_for(registry, {}, BUCKETS, BUCKETS)
+    tracker = PrometheusTracker(metrics, PoolState("bounded"), {}, "postgresql")
+    wait_child = metrics.wait_time.labels("bounded")
+    use_child = metrics.use_time.labels("bounded")
+    for _ in range(10 * PENDING_LIMIT):
+        tracker.wait(0.002)  # a checkout: a bare append
+        tracker.use(0.02)  # its checkin: drains both queues past the limit
+        assert wait_child.pending() <= PENDING_LIMIT + 1
+        assert use_child.pending() <= PENDING_LIMIT + 1
+    labels = {"db_client_connection_pool_name": "bounded"}
+    count = registry.get_sample_value("db_client_connection_wait_time_seconds_count", labels)
+    assert count == 10 * PENDING_LIMIT
+    assert registry.get_sample_value("db_client_connection_use_time_seconds_count", labels) == (
+        10 * PENDING_LIMIT
+    )
+    statement = tracker.statement("SELECT", "SELECT t")
+    for _ in range(3 * PENDING_LIMIT):
+        statement(0.003)
+    assert metrics.operation_duration.labels(
+        "bounded", "postgresql", "SELECT", "SELECT t", ""
+    ).pending() <= PENDING_LIMIT + 1
+    tracker.close()
