@@ -179,13 +179,31 @@ def quartiles(xs: Sequence[float]) -> tuple[float, float]:
 
 
 def bootstrap_median_ci(
-    xs: Sequence[float], resamples: int = 2000, seed: int = 12345
+    xs: Sequence[float],
+    groups: Sequence[int] | None = None,
+    resamples: int = 2000,
+    seed: int = 12345,
 ) -> tuple[float, float]:
-    """A 95 % percentile-bootstrap interval for the median of xs."""
+    """A 95 % percentile-bootstrap interval for the median of xs.
+
+    With ``groups`` (the worker process generation of each round), whole generations are
+    resampled: rounds run by the same pair of processes share that pair's offset, so they are
+    not independent evidence, and resampling them one by one would make the interval too narrow.
+    """
     if len(xs) < 3:
         return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
     rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    if groups is not None and len(set(groups)) >= 3:
+        clusters: dict[int, list[float]] = {}
+        for g, x in zip(groups, xs, strict=True):
+            clusters.setdefault(g, []).append(x)
+        blocks = list(clusters.values())
+        meds = sorted(
+            statistics.median([x for b in rng.choices(blocks, k=len(blocks)) for x in b])
+            for _ in range(resamples)
+        )
+    else:
+        meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
     return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
 
 
@@ -311,6 +329,24 @@ class ConfigResult:
         return median(self.ns_per_op)
 
 
+def merge_evidence(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's evidence over its successive worker processes: counts add up,
+    per-operation figures are averaged, anything else is the last process's."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for p in parts for k in p):
+        values = [p[key] for p in parts if key in p]
+        if key.endswith("_per_op"):
+            out[key] = round(sum(values) / len(values), 2)
+        elif key in SUMMED_EVIDENCE:
+            out[key] = sum(values)
+        else:
+            out[key] = values[-1]
+    return out
+
+
+SUMMED_EVIDENCE = frozenset({"histogram_observations", "spans", "listener_calls"})
+
+
 @dataclass
 class InterleavedResult:
     workload: str
@@ -319,6 +355,15 @@ class InterleavedResult:
     configs: dict[str, ConfigResult]
     params: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    # The worker process generation that ran each round (all configurations alike).
+    round_process: list[int] = field(default_factory=list)
+
+    @property
+    def processes(self) -> int:
+        return len(set(self.round_process)) or 1
+
+    def ci(self, ratios: Sequence[float]) -> tuple[float, float]:
+        return bootstrap_median_ci(ratios, self.round_process or None)
 
     def ratios(self, config: str, base: str = "bare") -> list[float]:
         a, b = self.configs[config].ns_per_op, self.configs[base].ns_per_op
@@ -332,6 +377,8 @@ class InterleavedResult:
             "workload": self.workload,
             "ops_per_round": self.unit_ops,
             "rounds": self.rounds,
+            "processes": self.processes,
+            "round_process": self.round_process,
             "params": self.params,
             "wall_s": round(self.wall_s, 2),
             "configs": {},
@@ -348,14 +395,15 @@ class InterleavedResult:
             if "bare" in self.configs and name != "bare":
                 rs = self.ratios(name)
                 entry["ratio_to_bare_median"] = median(rs)
-                entry["ratio_to_bare_ci95"] = bootstrap_median_ci(rs)
+                entry["ratio_to_bare_ci95"] = self.ci(rs)
                 entry["ratio_to_bare_rounds"] = rs
             out["configs"][name] = entry
         return out
 
     def report(self) -> str:
         lines = [
-            f"{self.workload}: {self.rounds} rounds x {self.unit_ops} ops, {self.wall_s:.1f} s wall"
+            f"{self.workload}: {self.rounds} rounds x {self.unit_ops} ops in {self.processes} "
+            f"process(es) per configuration, {self.wall_s:.1f} s wall"
         ]
         lines.append(
             f"  {'config':<16}{'wall/op':>11}{'cpu/op':>11}{'ratio':>9}"
@@ -365,7 +413,7 @@ class InterleavedResult:
             if "bare" in self.configs and name != "bare":
                 rs = self.ratios(name)
                 lo, hi = quartiles(rs)
-                clo, chi = bootstrap_median_ci(rs)
+                clo, chi = self.ci(rs)
                 r, ci, iqr = f"{median(rs):.3f}x", f"{clo:.3f}-{chi:.3f}", f"{lo:.3f}-{hi:.3f}"
             else:
                 r, ci, iqr = ("1.000x" if name == "bare" else "-"), "", ""
@@ -386,36 +434,64 @@ def run_interleaved(
     warmup: int,
     params: dict[str, Any] | None = None,
     cpu: int | None = None,
+    processes: int = 1,
     verbose: bool = True,
 ) -> InterleavedResult:
-    """Run ``workload`` under every configuration, interleaved and rotated, in warm workers."""
+    """Run ``workload`` under every configuration, interleaved and rotated, in warm workers.
+
+    The rounds are split over ``processes`` successive generations of worker processes (fresh
+    processes for every configuration, warmed up again). One process has a speed of its own
+    that lasts as long as it does: where its objects landed in memory decides how often the
+    interpreter's dictionary and method-cache lookups collide. Two processes running the very
+    same code were measured 3 % apart in instructions per operation and up to +-3 % apart in
+    time, steadily over a whole run; a ratio between one process and another carries that offset,
+    however many rounds it is the median of. Several generations average it out.
+    """
     params = dict(params or {})
+    processes = max(1, min(processes, rounds))
+    bounds = [rounds * g // processes for g in range(processes + 1)]
     t_start = time.perf_counter()
-    workers: list[Worker] = []
-    try:
-        for c in configs:
-            workers.append(Worker(workload, c, params, cpu, warmup))
-        results = {c: ConfigResult(c) for c in configs}
-        for w in workers:
-            results[w.config].ready = w.wait_ready()
-        for r in range(rounds):
-            k = r % len(workers)
-            order = workers[k:] + workers[:k]
-            for w in order:
-                wall, cpu_ = w.round(n)
-                results[w.config].ns_per_op.append(wall / n)
-                results[w.config].cpu_ns_per_op.append(cpu_ / n)
-            if verbose:
-                done = "  ".join(
-                    f"{w.config}={fmt_time(results[w.config].ns_per_op[-1])}" for w in workers
-                )
-                print(f"  [{workload}] round {r + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
-        for w in workers:
-            results[w.config].evidence = w.finish().get("evidence", {})
-    finally:
-        for w in workers:
-            w.close()
-    return InterleavedResult(workload, n, rounds, results, params, time.perf_counter() - t_start)
+    results = {c: ConfigResult(c) for c in configs}
+    evidence: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    round_process: list[int] = []
+    r = 0
+    for generation in range(processes):
+        workers: list[Worker] = []
+        try:
+            for c in configs:
+                workers.append(Worker(workload, c, params, cpu, warmup))
+            for w in workers:
+                ready = w.wait_ready()
+                if generation == 0:
+                    results[w.config].ready = ready
+            for _ in range(bounds[generation + 1] - bounds[generation]):
+                k = r % len(workers)
+                for w in workers[k:] + workers[:k]:
+                    wall, cpu_ = w.round(n)
+                    results[w.config].ns_per_op.append(wall / n)
+                    results[w.config].cpu_ns_per_op.append(cpu_ / n)
+                round_process.append(generation)
+                r += 1
+                if verbose:
+                    done = "  ".join(
+                        f"{w.config}={fmt_time(results[w.config].ns_per_op[-1])}" for w in workers
+                    )
+                    print(
+                        f"  [{workload}] round {r}/{rounds} (process {generation + 1}/{processes})"
+                        f": {done}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            for w in workers:
+                evidence[w.config].append(w.finish().get("evidence", {}))
+        finally:
+            for w in workers:
+                w.close()
+    for c in configs:
+        results[c].evidence = merge_evidence(evidence[c])
+    return InterleavedResult(
+        workload, n, rounds, results, params, time.perf_counter() - t_start, round_process
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +523,12 @@ def interleaved_parser(
     p.add_argument("--rounds", type=int, help="interleaved rounds (default depends on --quick)")
     p.add_argument("-n", "--ops", type=int, help="operations per round")
     p.add_argument("--warmup", type=int, help="operations each worker runs before round 1")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="successive worker processes per configuration, the rounds split between them "
+        "(default depends on --quick; see docs/performance.md)",
+    )
     p.add_argument(
         "--cpu",
         type=int,
@@ -547,6 +629,7 @@ def interleaved_main(
         warmup=args.warmup if args.warmup is not None else counts["warmup"],
         params=params,
         cpu=resolve_cpu(args.cpu),
+        processes=args.processes or counts.get("processes", 1),
     )
     print(res.report())
     write_json(args.json, res.to_json())

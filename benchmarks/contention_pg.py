@@ -13,8 +13,8 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 21, "n": 6_400, "warmup": 640}
-QUICK = {"rounds": 2, "n": 320, "warmup": 64}
+FULL = {"rounds": 21, "n": 6_400, "warmup": 640, "processes": 7}
+QUICK = {"rounds": 2, "n": 320, "warmup": 64, "processes": 2}
 
 if __name__ == "__main__":
     sys.exit(

@@ -10,9 +10,13 @@ count is divided by the number of operations. The same code gives the same count
 1 %, whatever else the machine is doing, so a change to the hot path of a few hundred
 instructions shows. Instructions are not time (cache misses, system calls and the server are not
 in them): this is the tool for comparing two versions of poolwatch, not for judging the budget.
-Compare within one checkout: the ``bare`` count has been seen to differ between two checkouts of
-the same code (272 k vs 290 k instructions per SQLite ``SELECT 1``, each exactly repeatable), for
-a reason not yet found.
+
+One count is exactly repeatable, but it belongs to one memory layout: where the interpreter's
+objects land decides how often its dictionary and method-cache lookups collide, and the same code
+was counted at 272 k, 278 k and 290 k instructions per SQLite ``SELECT 1`` in processes that
+differed only in the path of the script they ran. So every configuration is counted in several
+layouts (``--layouts``: each with a longer environment and more strings allocated before anything
+is imported, which moves everything after them) and the median is reported with the range.
 
 Needs valgrind on PATH; PostgreSQL workloads need the server (``$POOLWATCH_BENCH_PG``).
 """
@@ -20,10 +24,12 @@ Needs valgrind on PATH; PostgreSQL workloads need the server (``$POOLWATCH_BENCH
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,9 +44,11 @@ DEFAULT_CONFIGS = ("bare", "pw_null", "pw_pool", "pw", "pw_trace", "otel")
 # nothing else calls in the measured window), which calls the measured loop once.
 _CHILD = """
 import functools, gc, json, sys
+spec = json.loads(sys.argv[1])
+# Shift where everything allocated from here on lands (see the module docstring).
+_layout = ["s%d" % i for i in range(spec["layout"] * 50)]
 sys.path.insert(0, {bench!r})
 import _workloads as wl
-spec = json.loads(sys.argv[1])
 engine, run = wl.WORKLOADS[spec["workload"]](spec["params"])
 applied = wl.apply_config(engine, spec["config"])
 run(300)
@@ -52,14 +60,15 @@ functools.reduce(lambda a, b: run(spec["n"]), [0, 0])
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def count(workload: str, config: str, n: int, params: dict[str, Any]) -> int:
+def count(workload: str, config: str, n: int, params: dict[str, Any], layout: int = 0) -> int:
     with tempfile.TemporaryDirectory(prefix="poolwatch-ir-") as tmp:
         script = os.path.join(tmp, "child.py")
         with open(script, "w") as f:
             f.write(_CHILD.format(bench=str(BENCH_DIR)))
-        spec = {"workload": workload, "config": config, "n": n, "params": params}
+        spec = {"workload": workload, "config": config, "n": n, "params": params, "layout": layout}
         env = worker_env()
         env["PYTHONHASHSEED"] = "0"
+        env["BENCH_LAYOUT_PAD"] = "x" * (37 * layout)
         command = [
             "valgrind", "--tool=callgrind", "--collect-atstart=no",
             "--toggle-collect=functools_reduce",
@@ -84,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", default="select1_sqlite", choices=WORKLOADS)
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     p.add_argument("-n", "--ops", type=int, default=2000)
-    p.add_argument("--quick", action="store_true", help="200 operations, to prove it runs")
+    p.add_argument(
+        "--layouts", type=int, default=5, help="memory layouts per configuration (median reported)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="200 operations in one layout, to prove it runs"
+    )
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -98,17 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     params: dict[str, Any] = {"threads": 32, "pool_size": 5}
     if args.workload.endswith("_pg"):
         params["url"] = pg_url()
-    results: dict[str, float] = {}
-    for config in configs:
-        results[config] = count(args.workload, config, n, params) / n
+    layouts = 1 if args.quick else max(1, args.layouts)
+    jobs = [(config, layout) for config in configs for layout in range(layouts)]
+    # Counts do not depend on load, so the valgrind runs go in parallel, one per core.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counted = list(pool.map(lambda j: count(args.workload, j[0], n, params, j[1]) / n, jobs))
+    per_layout: dict[str, list[float]] = {c: [] for c in configs}
+    for (config, _), ir in zip(jobs, counted, strict=True):
+        per_layout[config].append(ir)
+    results = {c: statistics.median(v) for c, v in per_layout.items()}
     base = results.get("bare")
-    print(f"{args.workload}: instructions per operation ({n} operations, callgrind)")
-    print(f"  {'config':<10}{'instructions':>14}{'vs bare':>10}{'added':>10}")
+    print(
+        f"{args.workload}: instructions per operation ({n} operations, callgrind, median of "
+        f"{layouts} memory layout(s))"
+    )
+    print(f"  {'config':<10}{'instructions':>14}{'vs bare':>10}{'added':>10}{'range':>22}")
     for config, ir in results.items():
         ratio = f"{ir / base:.3f}x" if base else "-"
         added = f"{ir - base:+,.0f}" if base else "-"
-        print(f"  {config:<10}{ir:>14,.0f}{ratio:>10}{added:>10}")
-    write_json(args.json, {"workload": args.workload, "ops": n, "instructions_per_op": results})
+        spread = f"{min(per_layout[config]):,.0f}-{max(per_layout[config]):,.0f}"
+        print(f"  {config:<10}{ir:>14,.0f}{ratio:>10}{added:>10}{spread:>22}")
+    write_json(
+        args.json,
+        {
+            "workload": args.workload,
+            "ops": n,
+            "layouts": layouts,
+            "instructions_per_op": results,
+            "instructions_per_op_layouts": per_layout,
+        },
+    )
     return 0
 
 

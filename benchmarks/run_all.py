@@ -145,7 +145,7 @@ def _ratio_rows(step: StepResult, ratio_of: str, base: str) -> tuple[float, tupl
     from _harness import bootstrap_median_ci, median
 
     rs = [x / y for x, y in zip(a, b, strict=True)]
-    return median(rs), bootstrap_median_ci(rs)
+    return median(rs), bootstrap_median_ci(rs, step.data.get("round_process") or None)
 
 
 def signed(ns: float) -> str:

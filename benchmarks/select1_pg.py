@@ -12,8 +12,8 @@ import sys
 
 from _harness import interleaved_main
 
-FULL = {"rounds": 60, "n": 500, "warmup": 1_000}
-QUICK = {"rounds": 2, "n": 50, "warmup": 20}
+FULL = {"rounds": 60, "n": 500, "warmup": 1_000, "processes": 12}
+QUICK = {"rounds": 2, "n": 50, "warmup": 20, "processes": 2}
 
 if __name__ == "__main__":
     sys.exit(

@@ -18,6 +18,15 @@ import poolwatch
 from tests.support.pools import Reader, app_name, queue_truth, server_connections
 
 
+@pytest.fixture(params=["return_conn", "checkin_event"])
+def checkin_seam(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """Both ways poolwatch sees a checkin: the pool's ``_return_conn`` (what SQLAlchemy 2.0 and
+    2.1 have) and the ``checkin`` event it falls back to for a pool without that method."""
+    if request.param == "checkin_event":
+        monkeypatch.setattr(poolwatch.sqlalchemy_pool, "RETURN_SEAM", "_no_such_method")
+    return str(request.param)
+
+
 def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -26,13 +35,18 @@ def _until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.01)
 
 
-def test_five_callers_on_three_connections(postgres_url, registry, make_engine) -> None:
+def test_five_callers_on_three_connections(
+    postgres_url, registry, make_engine, checkin_seam
+) -> None:
     name = app_name()
     engine = make_engine(
         postgres_url, pool_size=2, max_overflow=1, pool_timeout=10,
         connect_args={"application_name": name},
     )  # fmt: skip
     handle = poolwatch.instrument(engine, name="five", registry=registry)
+    wrapped = "_return_conn" in engine.pool.__dict__
+    assert wrapped is (checkin_seam == "return_conn")
+    assert bool(engine.pool.dispatch.checkin) is (checkin_seam == "checkin_event")
     m = Reader(registry, handle.name)
     assert m("db_client_connection_max") == 3
     assert m("db_client_connection_idle_max") == 2
@@ -104,6 +118,7 @@ def test_timeouts_are_counted_and_the_pools_own_error_reaches_the_caller(
 # SQLAlchemy returns connections checked out before dispose() to the old pool, which closes them
 # only when it is garbage collected; psycopg warns when that happens. That is the behaviour under
 # test here (poolwatch must not keep the old pool alive), so its warning is expected.
+@pytest.mark.usefixtures("checkin_seam")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_gauges_follow_the_new_pool_after_dispose(postgres_url, registry, make_engine) -> None:
@@ -137,6 +152,7 @@ def test_gauges_follow_the_new_pool_after_dispose(postgres_url, registry, make_e
     assert server_connections(postgres_url, name) == 0
 
 
+@pytest.mark.usefixtures("checkin_seam")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_dispose_without_closing(postgres_url, registry, make_engine) -> None:
@@ -156,6 +172,7 @@ def test_dispose_without_closing(postgres_url, registry, make_engine) -> None:
     gc.collect()  # dispose(close=False) left the old pool's idle connection to the collector
 
 
+@pytest.mark.usefixtures("checkin_seam")
 def test_terminated_backend_is_invalidated_without_drift(
     postgres_url, registry, make_engine
 ) -> None:
@@ -184,6 +201,7 @@ def test_terminated_backend_is_invalidated_without_drift(
     assert (m.used, m.idle) == queue_truth(engine)
 
 
+@pytest.mark.usefixtures("checkin_seam")
 def test_detach_takes_the_connection_out_of_the_pool(postgres_url, registry, make_engine) -> None:
     name = app_name()
     engine = make_engine(postgres_url, pool_size=2, connect_args={"application_name": name})
@@ -199,6 +217,7 @@ def test_detach_takes_the_connection_out_of_the_pool(postgres_url, registry, mak
     assert server_connections(postgres_url, name) == 0
 
 
+@pytest.mark.usefixtures("checkin_seam")
 def test_hard_and_soft_invalidation(postgres_url, registry, make_engine) -> None:
     engine = make_engine(postgres_url, pool_size=2)
     handle = poolwatch.instrument(engine, registry=registry)
@@ -275,6 +294,7 @@ def test_async_engine_counts_after_load(postgres_url, registry) -> None:
     assert after == [(0, 0, 2, 2), 6]
 
 
+@pytest.mark.usefixtures("checkin_seam")
 def test_null_pool(postgres_url, registry, make_engine) -> None:
     name = app_name()
     engine = make_engine(postgres_url, poolclass=NullPool, connect_args={"application_name": name})

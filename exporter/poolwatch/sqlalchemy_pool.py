@@ -5,7 +5,11 @@ seen by wrapping the pool's public ``connect()``. ``engine.dispose()`` swaps in 
 by the old pool's ``recreate()``, which is wrapped too, so the new pool is followed. (The
 ``engine_disposed`` event would say the same, but any engine-level event listener sets
 ``engine._has_events`` and sends every statement down SQLAlchemy's slower event path.)
-Everything else comes from pool events.
+Checkins are seen by wrapping the pool's ``_return_conn()``, which ``_ConnectionRecord.checkin()``
+calls right after dispatching the ``checkin`` event and nowhere else: the same moment without the
+event dispatch on every checkin, and the connection goes back into the pool before the hold time
+is recorded, so a caller waiting for it does not wait for poolwatch. It is private API, so a pool
+without it gets the ``checkin`` event instead. Everything else comes from pool events.
 
 Gauges never drift because they are not counters: ``used`` is the set of checked-out records
 (added by the wrapper, removed by ``checkin``/``detach``) and ``idle`` is the set of records with
@@ -37,6 +41,9 @@ from .tracker import PoolTracker
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
 _INVALIDATION_REASONS_MAX = 20
+# The pool method every checkin ends in (SQLAlchemy 2.0 and 2.1); see the module docstring.
+RETURN_SEAM = "_return_conn"
+_WRAPPED_METHODS = ("connect", "recreate", RETURN_SEAM)
 
 
 def pool_limits(pool: Pool) -> PoolLimits:
@@ -96,6 +103,7 @@ class PoolInstrumentation:
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
         self._lock = threading.Lock()
         self._active = False
+        self._return_seam = False
         self._reasons: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -108,7 +116,9 @@ class PoolInstrumentation:
             if engine is None:
                 return
             self.state.limits = self.limits
-            self._listen(engine, "checkin", self._checkin_listener())
+            self._return_seam = callable(getattr(engine.pool, RETURN_SEAM, None))
+            if not self._return_seam:
+                self._listen(engine, "checkin", self._checkin_listener())
             self._listen(engine, "connect", self._on_connect)
             self._listen(engine, "close", self._on_close)
             self._listen(engine, "detach", self._on_detach)
@@ -133,7 +143,7 @@ class PoolInstrumentation:
                 pool = ref()
                 # Only undo our own wrapper; if something wrapped it after us, ours stays in
                 # place but inert (``_active`` is False).
-                for method in ("connect", "recreate"):
+                for method in _WRAPPED_METHODS:
                     if pool is not None and _is_ours(pool.__dict__.get(method), self):
                         del pool.__dict__[method]
             self._wrapped.clear()
@@ -198,16 +208,52 @@ class PoolInstrumentation:
                 instrumentation._follow(new_pool)
             return new_pool
 
-        wrappers: tuple[tuple[Callable[[], Any], Any], ...] = (
-            (connect, poolwatch_connect),
-            (recreate, poolwatch_recreate),
-        )
-        for original, wrapper in wrappers:
+        wrappers: list[tuple[str, Callable[..., Any], Any]] = [
+            ("connect", connect, poolwatch_connect),
+            ("recreate", recreate, poolwatch_recreate),
+        ]
+        if self._return_seam:
+            return_conn = getattr(pool, RETURN_SEAM)
+            wrappers.append((RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
+        for method, original, wrapper in wrappers:
             wrapper.__wrapped__ = original
             wrapper._poolwatch = self
-        pool.connect = poolwatch_connect  # type: ignore[method-assign]
-        pool.recreate = poolwatch_recreate  # type: ignore[method-assign]
+            setattr(pool, method, wrapper)
         self._wrapped.append(weakref.ref(pool))
+
+    def _return_wrapper(self, return_conn: Callable[[Any], None]) -> Callable[[Any], None]:
+        state = self.state
+        checked_out = state.checked_out
+        tracker = self.tracker
+        errors = state.errors
+        perf_counter = time.perf_counter
+        leaks = self.leaks
+        instrumentation = self
+
+        def poolwatch_return_conn(record: Any) -> None:
+            if not instrumentation._active:
+                return return_conn(record)
+            t1 = perf_counter()
+            t0 = None
+            try:
+                # Before the record is back in the pool, where another thread may take it.
+                t0 = checked_out.pop(record, None)
+                if state.has_orphans:
+                    state.orphan_returned(record)
+                if leaks is not None:
+                    leaks.checked_in(record, t0)
+            except Exception as e:
+                errors.report("checkin", e)
+            try:
+                return_conn(record)
+            finally:
+                if t0 is not None:
+                    try:
+                        tracker.use(t1 - t0)
+                    except Exception as e:
+                        errors.report("checkin", e)
+
+        return poolwatch_return_conn
 
     def _checkout_failed(self, t0: float, error: BaseException, *, timed_out: bool) -> None:
         t1 = time.perf_counter()
@@ -235,7 +281,8 @@ class PoolInstrumentation:
 
     # -- pool events --------------------------------------------------------------------------
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
-        # A closure over locals: this runs on every checkin of every application using us.
+        # For pools without the _return_conn seam. A closure over locals: this runs on every
+        # checkin of every application using us.
         state = self.state
         checked_out = state.checked_out
         tracker = self.tracker
