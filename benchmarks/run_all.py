@@ -398,8 +398,10 @@ def results_markdown(
         d = st.data
         p = d.get("params") or {}
         extra = f", {p['threads']} threads, pool_size {p['pool_size']}" if "threads" in p else ""
+        procs = d.get("processes", 1)
         out += [
-            f"**{what}** ({d['rounds']} rounds x {d['ops_per_round']} operations{extra})",
+            f"**{what}** ({d['rounds']} rounds x {d['ops_per_round']} operations in {procs} "
+            f"successive process{'es' if procs != 1 else ''} per configuration{extra})",
             "",
             "| config | wall / op | (CPU / op) | ratio to bare | 95 % CI | evidence |",
             "|---|---|---|---|---|---|",

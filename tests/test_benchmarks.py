@@ -74,7 +74,18 @@ def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
         assert verdict in allowed, f"row {row!r} has verdict {verdict}:\n{out}"
     for info_row in ("leak_threshold=1.0: connect:pass", "leak_threshold=1.0: SELECT 1, SQLite"):
         assert any(line.startswith(info_row) for line in table), out
-    assert out_json.exists()
+    steps = json.loads(out_json.read_text())["steps"]
+    for workload in ("connect_pass", "select1_sqlite"):
+        data = steps[workload]["data"]
+        # The quick run still goes through two generations of worker processes.
+        assert (data["processes"], data["round_process"]) == (2, [0, 1]), data
+        pw = data["configs"]["pw"]
+        assert len(pw["ns_per_op_rounds"]) == 2
+        # Evidence adds up over both processes: each recorded a wait and a use (and, for a
+        # SELECT, a statement) per operation of its round and of its shorter warm-up, so one
+        # process alone would fall short of this.
+        per_op = 2 if workload == "connect_pass" else 3
+        assert pw["evidence"]["histogram_observations"] >= 2 * per_op * data["ops_per_round"]
 
 
 @pytest.mark.slow
@@ -98,3 +109,24 @@ def test_instruction_counts_run_and_see_the_cost_of_a_statement_span(tmp_path: P
     # percent between checkouts, see the script's docstring); a statement span is ~250k.
     assert all(v > 100_000 for v in ir.values()), ir
     assert ir["pw_trace"] - ir["pw"] > 100_000, ir
+
+
+def test_bootstrap_resamples_process_generations() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from _harness import bootstrap_median_ci, merge_evidence
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    # Four generations of five rounds each; each generation carries its own offset.
+    offsets, noise = (-0.03, 0.0, 0.01, 0.04), (-0.002, -0.001, 0.0, 0.001, 0.002)
+    ratios = [1.0 + off + d for off in offsets for d in noise]
+    groups = [g for g in range(4) for _ in range(5)]
+    lo_r, hi_r = bootstrap_median_ci(ratios)
+    lo_g, hi_g = bootstrap_median_ci(ratios, groups)
+    # Treating rounds as independent understates the uncertainty the offsets cause.
+    assert hi_g - lo_g > hi_r - lo_r
+    assert lo_g <= 0.972 and hi_g >= 1.039
+    assert merge_evidence(
+        [{"histogram_observations": 10, "csw_per_op": 7.0, "metric_families": 18},
+         {"histogram_observations": 12, "csw_per_op": 8.0, "metric_families": 18}]
+    ) == {"histogram_observations": 22, "csw_per_op": 7.5, "metric_families": 18}
