@@ -57,6 +57,14 @@ def unique() -> str:
     return "pw-trace-" + uuid.uuid4().hex[:8]
 
 
+def traced(engine: Engine, traces: Traces, registry: CollectorRegistry, **settings: Any) -> Any:
+    """``poolwatch.instrument`` with tracing on, into the test's tracer provider and registry."""
+    return poolwatch.instrument(
+        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider,
+        **settings,
+    )  # fmt: skip
+
+
 def warm(engine: Engine) -> None:
     """Open the pool's connection outside any request, so later waits are pure contention."""
     with engine.connect() as c:
@@ -86,9 +94,7 @@ def test_request_trace_shows_pool_wait_and_statement(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines(pool_size=1, max_overflow=0)
-    handle = poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    handle = traced(engine, traces, registry)
     warm(engine)
     traces.exporter.clear()
     with held(engine), traces.tracer.start_as_current_span("GET /orders") as request:
@@ -124,10 +130,7 @@ def test_checkouts_faster_than_the_threshold_have_no_span(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines(pool_size=1, max_overflow=0)
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider,
-        wait_span_threshold=0.1,
-    )  # fmt: skip
+    traced(engine, traces, registry, wait_span_threshold=0.1)
     warm(engine)
     traces.exporter.clear()
     with traces.tracer.start_as_current_span("request"):
@@ -158,9 +161,7 @@ def test_timed_out_checkout_is_an_error_span_and_the_app_gets_timeout_error(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines(pool_size=1, max_overflow=0, pool_timeout=0.2)
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     warm(engine)
     traces.exporter.clear()
     with held(engine, 1.0), traces.tracer.start_as_current_span("request") as request:
@@ -189,9 +190,7 @@ def test_failed_connect_is_an_error_span_without_the_driver_message(
         f"postgresql+psycopg://secretuser@127.0.0.1:{free_port()}/test",
         connect_args={"connect_timeout": 2},
     )
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     try:
         with traces.tracer.start_as_current_span("request"):
             with pytest.raises(sqlalchemy.exc.OperationalError):
@@ -217,9 +216,7 @@ def test_statement_spans_carry_no_literals_parameters_or_user(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines()
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     with traces.tracer.start_as_current_span("request"), engine.connect() as c:
         c.execute(
             text("SELECT 'literal-secret', 987654 /* note-secret */ WHERE :p = 'bound-secret'"),
@@ -248,9 +245,7 @@ def test_statement_spans_are_lean_no_sqlcommenter(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines()
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     seen: list[str] = []
 
     @event.listens_for(engine, "after_cursor_execute")
@@ -276,9 +271,7 @@ def test_uninstrument_removes_the_statement_and_wait_spans(
         ]  # fmt: skip
 
     before = listeners()
-    handle = poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    handle = traced(engine, traces, registry)
     warm(engine)
     assert len(traces.statements()) == 1
     # EngineTracer's listeners run from poolwatch's do_execute seam, not as SQLAlchemy events.
@@ -300,9 +293,7 @@ def test_no_process_wide_patching(
     create_before = sqlalchemy.create_engine
     connect_before = sqlalchemy.engine.Engine.connect
     engine = engines()
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     assert sqlalchemy.create_engine is create_before
     assert sqlalchemy.engine.Engine.connect is connect_before
     other = engines()  # not instrumented: no statement spans
@@ -408,9 +399,7 @@ def test_statement_spans_keep_sqlalchemy_off_its_event_path(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines()
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     with traces.tracer.start_as_current_span("request"), engine.connect() as c:
         c.execute(text("SELECT 1"))
         c.execute(text("SELECT :x"), {"x": 2})
@@ -427,9 +416,7 @@ def test_executemany_gets_one_span_per_cursor_call(
 ) -> None:
     engine = engines()
     table = "pw_trace_many_" + uuid.uuid4().hex[:8]
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     with engine.begin() as c:
         c.execute(text(f"CREATE TEMP TABLE {table} (id int, v text)"))
         traces.exporter.clear()
@@ -474,9 +461,7 @@ def test_failed_statement_span_from_the_seam_is_an_error_and_ended_once(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines()
-    poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider
-    )
+    traced(engine, traces, registry)
     with engine.connect() as c:
         with pytest.raises(sqlalchemy.exc.ProgrammingError):
             c.execute(text("SELECT * FROM pw_no_such_table"))
@@ -489,10 +474,7 @@ def test_without_statement_metrics_spans_fall_back_to_cursor_events(
     engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
 ) -> None:
     engine = engines()
-    handle = poolwatch.instrument(
-        engine, name=unique(), registry=registry, tracing=True, tracer_provider=traces.provider,
-        statement_metrics=False,
-    )  # fmt: skip
+    handle = traced(engine, traces, registry, statement_metrics=False)
     with engine.connect() as c:
         c.execute(text("SELECT 1"))
     assert [s.name for s in traces.statements()] == ["SELECT test"]

@@ -281,25 +281,12 @@ class PoolInstrumentation:
 
     # -- pool events --------------------------------------------------------------------------
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
-        # For pools without the _return_conn seam. A closure over locals: this runs on every
-        # checkin of every application using us.
-        state = self.state
-        checked_out = state.checked_out
-        tracker = self.tracker
-        perf_counter = time.perf_counter
-        leaks = self.leaks
+        # For pools without the _return_conn seam: the same accounting, run from the checkin
+        # event (the pool returns the record itself right after it).
+        account = self._return_wrapper(_nothing)
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
-            try:
-                t0 = checked_out.pop(record, None)
-                if t0 is not None:
-                    tracker.use(perf_counter() - t0)
-                if state.has_orphans:
-                    state.orphan_returned(record)
-                if leaks is not None:
-                    leaks.checked_in(record, t0)
-            except Exception as e:
-                state.errors.report("checkin", e)
+            account(record)
 
         return on_checkin
 
@@ -367,6 +354,10 @@ class PoolInstrumentation:
                 logger.debug("poolwatch: following the new pool of %r", self.state.name)
         except Exception as e:
             self.state.errors.report("dispose", e)
+
+
+def _nothing(record: Any) -> None:
+    pass
 
 
 def _is_ours(wrapper: object, owner: PoolInstrumentation) -> bool:
