@@ -4,7 +4,9 @@
 
 Each round starts 32 threads behind a barrier; each runs its share of
 `with engine.connect() as c: c.execute(text("SELECT 1"))` against pool_size=5, max_overflow=0.
-The time is from the barrier to the last join. Client pinned to one core, server not pinned.
+The time is from the barrier to the last join. The client is pinned to one core and its server
+backends to the same core (``--server-cpu`` puts them elsewhere; see docs/performance.md for why
+one core).
 """
 
 from __future__ import annotations

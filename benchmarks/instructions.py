@@ -41,26 +41,44 @@ WORKLOADS = ("connect_pass", "select1_sqlite", "select1_pg", "contention_pg")
 DEFAULT_CONFIGS = ("bare", "pw_null", "pw_pool", "pw", "pw_trace", "otel")
 
 # Runs inside valgrind: set up, warm up, then count only inside functools.reduce (a C function
-# nothing else calls in the measured window), which calls the measured loop once.
+# nothing else calls in the measured window), which calls the measured loop once. Callgrind
+# switches collection per thread, so threads started by the measured loop (the contention
+# workload) run their own body inside functools.reduce too; the warm-up's threads do not.
 _CHILD = """
-import functools, gc, json, sys
+import functools, gc, json, sys, threading
 spec = json.loads(sys.argv[1])
 # Shift where everything allocated from here on lands (see the module docstring).
 _layout = ["s%d" % i for i in range(spec["layout"] * 50)]
 sys.path.insert(0, {bench!r})
 import _workloads as wl
+measuring = False
+_thread_run = threading.Thread.run
+def _counted_run(self):
+    if measuring:
+        functools.reduce(lambda a, b: _thread_run(self), [0, 0])
+    else:
+        _thread_run(self)
+threading.Thread.run = _counted_run
 engine, run = wl.WORKLOADS[spec["workload"]](spec["params"])
 applied = wl.apply_config(engine, spec["config"])
 run(300)
 gc.collect()
 gc.disable()
+measuring = True
 functools.reduce(lambda a, b: run(spec["n"]), [0, 0])
 """
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def count(workload: str, config: str, n: int, params: dict[str, Any], layout: int = 0) -> int:
+def count(
+    workload: str,
+    config: str,
+    n: int,
+    params: dict[str, Any],
+    layout: int = 0,
+    keep: str | None = None,
+) -> int:
     with tempfile.TemporaryDirectory(prefix="poolwatch-ir-") as tmp:
         script = os.path.join(tmp, "child.py")
         with open(script, "w") as f:
@@ -85,6 +103,12 @@ def count(workload: str, config: str, n: int, params: dict[str, Any], layout: in
         found = _COLLECTED.findall(proc.stderr)
         if proc.returncode != 0 or not found:
             raise RuntimeError(f"{config}: valgrind failed (exit {proc.returncode}):\n{proc.stderr}")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(
+                os.path.join(tmp, "callgrind.out"),
+                os.path.join(keep, f"callgrind.{workload}.{config}.{layout}.out"),
+            )
         return int(found[-1])
 
 
@@ -100,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="200 operations in one layout, to prove it runs"
     )
     p.add_argument("--json", metavar="PATH")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep each callgrind output in DIR (for callgrind_annotate --inclusive=yes)",
+    )
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
@@ -116,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(config, layout) for config in configs for layout in range(layouts)]
     # Counts do not depend on load, so the valgrind runs go in parallel, one per core.
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counted = list(pool.map(lambda j: count(args.workload, j[0], n, params, j[1]) / n, jobs))
+        counted = list(
+            pool.map(lambda j: count(args.workload, j[0], n, params, j[1], args.keep) / n, jobs)
+        )
     per_layout: dict[str, list[float]] = {c: [] for c in configs}
     for (config, _), ir in zip(jobs, counted, strict=True):
         per_layout[config].append(ir)

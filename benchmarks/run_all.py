@@ -398,6 +398,12 @@ def results_markdown(
         d = st.data
         p = d.get("params") or {}
         extra = f", {p['threads']} threads, pool_size {p['pool_size']}" if "threads" in p else ""
+        if "server_cpu" in p:
+            extra += (
+                ", server backends not pinned"
+                if p["server_cpu"] is None
+                else f", server backends on core {p['server_cpu']}"
+            )
         procs = d.get("processes", 1)
         out += [
             f"**{what}** ({d['rounds']} rounds x {d['ops_per_round']} operations in {procs} "

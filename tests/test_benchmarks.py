@@ -111,6 +111,27 @@ def test_instruction_counts_run_and_see_the_cost_of_a_statement_span(tmp_path: P
     assert ir["pw_trace"] - ir["pw"] > 100_000, ir
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="instructions.py needs valgrind")
+def test_instruction_counts_of_the_contention_workload_cover_its_threads(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    out_json = tmp_path / "ir.json"
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "instructions.py"), "--quick",
+        "--workload", "contention_pg", "--configs", "bare", "--json", str(out_json),
+    ]  # fmt: skip
+    env = {**os.environ, "POOLWATCH_BENCH_PG": postgres_url}
+    proc = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ir = json.loads(out_json.read_text())["instructions_per_op"]
+    # A PostgreSQL SELECT 1 through SQLAlchemy and psycopg is a few hundred thousand
+    # instructions; counting only the main thread (which waits for the others) gave ~1,200.
+    assert ir["bare"] > 100_000, ir
+
+
 def test_bootstrap_resamples_process_generations() -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

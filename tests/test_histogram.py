@@ -69,20 +69,43 @@ def test_tracker_keeps_the_queues_bounded_through_checkins() -> None:
     wait_child = metrics.wait_time.labels("bounded")
     use_child = metrics.use_time.labels("bounded")
     for _ in range(10 * PENDING_LIMIT):
-        tracker.wait(0.002)  # a checkout: a bare append
-        tracker.use(0.02)  # its checkin: drains both queues past the limit
-        assert wait_child.pending() <= PENDING_LIMIT + 1
+        # What the pool listeners do: a checkout's wait, the check, its checkin's use.
+        tracker.wait(0.002)
+        if tracker.pending() > PENDING_LIMIT:
+            tracker.drain()
+        tracker.use(0.02)
+        assert wait_child.pending() <= PENDING_LIMIT
         assert use_child.pending() <= PENDING_LIMIT + 1
+    # Drained every 129 checkouts: 1,280 = 9 x 129 + 119 waits since the last drain, and the
+    # use recorded after it.
+    assert (wait_child.pending(), use_child.pending()) == (119, 120)
     labels = {"db_client_connection_pool_name": "bounded"}
     count = registry.get_sample_value("db_client_connection_wait_time_seconds_count", labels)
     assert count == 10 * PENDING_LIMIT
     assert registry.get_sample_value("db_client_connection_use_time_seconds_count", labels) == (
         10 * PENDING_LIMIT
     )
+    assert registry.get_sample_value(
+        "db_client_connection_use_time_seconds_bucket", {**labels, "le": "0.01"}
+    ) == 0
+    assert registry.get_sample_value(
+        "db_client_connection_use_time_seconds_bucket", {**labels, "le": "0.1"}
+    ) == 10 * PENDING_LIMIT
     statement = tracker.statement("SELECT", "SELECT t")
-    for _ in range(3 * PENDING_LIMIT):
-        statement(0.003)
-    assert metrics.operation_duration.labels(
-        "bounded", "postgresql", "SELECT", "SELECT t", ""
-    ).pending() <= PENDING_LIMIT + 1
+    child = metrics.operation_duration.labels("bounded", "postgresql", "SELECT", "SELECT t", "")
+    assert statement is child  # no exemplars: the histogram child itself, a deferring sink
     tracker.close()
+
+
+def test_drain_counts_bucket_boundaries_and_extremes_exactly() -> None:
+    child = Histogram("h_seconds", "h", ["pool"], BUCKETS).labels("p")
+    # Values on each bound belong to it (le), below the first, above the last; unsorted.
+    values = [1.0, 0.0, 0.1, 5.0, 0.001, 0.01, 0.0100001, 1e-9, 0.001, 1.0000001]
+    for v in values:
+        child.record(v)
+    child.drain()
+    for v in (0.5, 0.5):  # a second batch lands on top of the first
+        child.record(v)
+    counts, total, _ = child.snapshot()
+    assert counts == [4, 5, 7, 10, 12]
+    assert total == sum(values) + 1.0

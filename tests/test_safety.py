@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -12,6 +14,8 @@ from prometheus_client import generate_latest
 from sqlalchemy import text
 
 import poolwatch
+from poolwatch.prometheus import PrometheusTracker
+from poolwatch.tracker import immediate
 from tests.support.pools import Reader
 from tests.support.services import prometheus_binary
 
@@ -108,18 +112,35 @@ def _boom(*_args: object) -> None:
 
 
 def test_a_raising_metrics_backend_does_not_affect_the_application(
-    postgres_url, registry, make_engine, caplog
+    postgres_url, registry, make_engine, caplog, monkeypatch
 ) -> None:
+    broken = threading.Event()
+    tracker_init = PrometheusTracker.__init__
+
+    def breakable(record: Callable[[float], None]) -> Callable[[float], None]:
+        def maybe_record(seconds: float) -> None:
+            if broken.is_set():
+                _boom()
+            record(seconds)
+
+        return maybe_record
+
+    def init(self: PrometheusTracker, *args: Any, **kwargs: Any) -> None:
+        tracker_init(self, *args, **kwargs)
+        # The pool listeners take the hot-path recorders once, when they are installed.
+        self.wait = breakable(self.wait)
+        self.use = breakable(self.use)
+
+    monkeypatch.setattr(PrometheusTracker, "__init__", init)
     engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     handle = poolwatch.instrument(engine, registry=registry)
     with engine.connect():
         pass  # the dialect's first-connect queries run with a working backend
+    broken.set()
     tracker = handle.tracker
-    tracker.wait = _boom  # type: ignore[method-assign]
-    tracker.use = _boom  # type: ignore[method-assign]
     tracker.timed_out = _boom  # type: ignore[method-assign]
     tracker.statement_failed = _boom  # type: ignore[method-assign]
-    tracker.statement = lambda *a: _boom  # type: ignore[method-assign]
+    tracker.statement = lambda *a: immediate(_boom)  # type: ignore[method-assign]
 
     with caplog.at_level(logging.ERROR, logger="poolwatch"):
         for _ in range(3):

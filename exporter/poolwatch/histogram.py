@@ -9,7 +9,8 @@ histograms bisect, take one uncontended lock, and keep each child's label string
 The hot path does even less: :meth:`HistogramChild.record` is a ``deque.append`` (a C call, no
 Python frame, no lock; about a twentieth of ``observe``), and the values are folded into the
 buckets in batches, by :meth:`HistogramChild.drain`, when a scrape reads the child or when the
-caller sees more than :data:`PENDING_LIMIT` of them waiting. Every value is counted exactly
+caller sees more than :data:`PENDING_LIMIT` of them waiting (a child is a
+:class:`poolwatch.tracker.Sink`). Every value is counted exactly
 once: ``append`` and ``popleft`` are atomic, and drainers take the child's lock in turn. Every
 instruction poolwatch runs holds the GIL, and in a saturated process (32 threads sharing five
 connections) it delays the next thread, so the checkout path is kept to an append.
@@ -24,10 +25,10 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left
-from collections import Counter, deque
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
+from itertools import repeat, starmap
 from typing import cast
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -36,6 +37,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from .lifecycle import run_deferred
+from .tracker import PENDING_LIMIT
 
 __all__ = [
     "PENDING_LIMIT",
@@ -44,11 +46,6 @@ __all__ = [
     "HistogramCollector",
     "rendering_elsewhere",
 ]
-
-PENDING_LIMIT = 128
-"""Recorded values a child may hold before a recorder should :meth:`~HistogramChild.drain` it
-(about 4 KB); folding them in batches costs a few dozen instructions a value."""
-
 
 # prometheus_client's float formatting, so both expositions print numbers identically.
 floatToGoString = cast(Callable[[float], str], _untyped_float_to_go_string)
@@ -71,13 +68,12 @@ class HistogramChild:
     """One label set. ``observe`` is the hot path."""
 
     __slots__ = (
-        "_bounds", "_bucket_of", "_counts", "_exemplars", "_lock", "_pending", "_sum",
+        "_bounds", "_counts", "_exemplars", "_lock", "_pending", "_sum",
         "label_values", "lines", "pending", "record",
     )  # fmt: skip
 
     def __init__(self, family: Histogram, label_values: tuple[str, ...]) -> None:
         self._bounds = family.bounds
-        self._bucket_of = partial(bisect_left, family.bounds)
         self._counts = [0] * (len(family.bounds) + 1)
         self._sum = 0.0
         self._lock = threading.Lock()
@@ -113,16 +109,23 @@ class HistogramChild:
         pending = self._pending
         if not pending:
             return
-        popleft = pending.popleft
         counts = self._counts
         # One drainer at a time (recorders never take the lock): the n values present now are
         # all this drainer's; values appended meanwhile wait for the next drain.
         with self._lock:
             n = len(pending)
-            values = [popleft() for _ in range(n)]
-            for i, c in Counter(map(self._bucket_of, values)).items():
-                counts[i] += c
+            # Both steps loop in C: no bytecode runs per value (the drain happens on the hot
+            # path every PENDING_LIMIT checkins, with the GIL held).
+            values = list(starmap(pending.popleft, repeat((), n)))
             self._sum += sum(values)
+            values.sort()
+            # Values <= each bound (upper bounds are inclusive): one bisection per bucket.
+            below = 0
+            for i, bound in enumerate(self._bounds):
+                upto = bisect_right(values, bound, below)
+                counts[i] += upto - below
+                below = upto
+            counts[-1] += n - below
 
     def snapshot(self) -> tuple[list[int], float, dict[int, _Exemplar]]:
         """Cumulative bucket counts (last = +Inf = count), the sum, the exemplars."""

@@ -26,7 +26,7 @@ from . import __version__
 from .config import Settings
 from .lifecycle import run_deferred
 from .state import PoolSet, PoolSnapshot, PoolState
-from .tracker import Recorder
+from .tracker import NOTHING_PENDING, Recorder, Sink, immediate
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
 
@@ -239,12 +239,16 @@ class OTelTracker:
         self._attrs = attrs
         self.wait: Recorder = partial(m.wait_time.record, attributes=attrs)
         self.use: Recorder = partial(m.use_time.record, attributes=attrs)
+        self.pending = NOTHING_PENDING  # the SDK aggregates each value as it is recorded
         self._create: Recorder = partial(m.create_time.record, attributes=attrs)
         # Start these counters at 0, as the Prometheus backend does: increase() and alert rules
         # need the series before the first timeout or leak.
         for counter in (m.timeouts, m.leaks, m.summaries_folded):
             counter.add(0, attrs)
         m.pools.add(state, attrs)
+
+    def drain(self) -> None:
+        pass
 
     def created(self, seconds: float) -> None:
         self._create(seconds)
@@ -268,9 +272,12 @@ class OTelTracker:
         attrs["db.query.summary"] = summary
         return attrs
 
-    def statement(self, operation: str, summary: str) -> Recorder:
-        return partial(
-            self._m.operation_duration.record, attributes=self._statement_attrs(operation, summary)
+    def statement(self, operation: str, summary: str) -> Sink:
+        return immediate(
+            partial(
+                self._m.operation_duration.record,
+                attributes=self._statement_attrs(operation, summary),
+            )
         )
 
     def statement_failed(

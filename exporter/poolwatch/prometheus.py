@@ -17,10 +17,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .histogram import PENDING_LIMIT, Histogram, HistogramChild, HistogramCollector
+from .histogram import Histogram, HistogramChild, HistogramCollector
 from .lifecycle import run_deferred
 from .state import PoolLimits, PoolSet, PoolState
-from .tracker import Recorder
+from .tracker import Recorder, Sink, immediate
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
@@ -258,58 +258,37 @@ class PrometheusTracker:
         self._timeouts = metrics.timeouts.labels(*values)
         self._leaks = metrics.leaks.labels(*values)
         self._folded = metrics.summaries_folded.labels(*values)
-        # Every checkout records a wait and (at checkin) a use; ``use`` also keeps both queues
-        # short, so the checkout path is a bare ``deque.append`` (see poolwatch.histogram).
+        # Deferred: each recorder is a bare ``deque.append``; the listeners drain both queues
+        # when ``pending``, the waits, passes PENDING_LIMIT (uses never outnumber them by more
+        # than the connections checked out at the last drain).
         self.wait: Recorder = self._wait.record
-        self.use: Recorder = self._bounded(self._use, self._wait)
+        self.use: Recorder = self._use.record
+        self.pending = self._wait.pending
         if exemplar is not None:
-            self.wait = self._with_exemplar(self._wait)
+            # With tracing on, observations carry the current trace id: the immediate path.
+            self.wait = self._with_exemplar(self._wait).record
             self.use = self._use.observe
         metrics.collector.pools.add(state, values)
 
-    @staticmethod
-    def _bounded(child: HistogramChild, also: HistogramChild | None = None) -> Recorder:
-        record, pending, drain = child.record, child.pending, child.drain
-        limit = PENDING_LIMIT
-        if also is None:
+    def drain(self) -> None:
+        self._wait.drain()
+        self._use.drain()
 
-            def bounded(seconds: float) -> None:
-                record(seconds)
-                if pending() > limit:
-                    drain()
-
-            return bounded
-        also_pending, also_drain = also.pending, also.drain
-
-        def bounded_pair(seconds: float) -> None:
-            record(seconds)
-            if pending() > limit:
-                drain()
-            if also_pending() > limit:
-                also_drain()
-
-        return bounded_pair
-
-    def _with_exemplar(self, child: HistogramChild) -> Recorder:
-        # With tracing on, observations carry the current trace id: the exact, immediate path.
+    def _with_exemplar(self, child: HistogramChild) -> Sink:
         observe, exemplar = child.observe, self._exemplar
         if exemplar is None:
-            return self._bounded(child)
+            return child
 
         def record(seconds: float) -> None:
             observe(seconds, exemplar())
 
-        return record
+        return immediate(record)
 
     def created(self, seconds: float) -> None:
         self._create.observe(seconds)
 
     def timed_out(self) -> None:
         self._timeouts.inc()
-        # Timed-out checkouts record a wait with no checkin to follow (pool_timeout=0 can
-        # produce them in a tight loop).
-        if self._wait.pending() > PENDING_LIMIT:
-            self._wait.drain()
 
     def connection_error(self, error_type: str) -> None:
         self._m.connection_errors.labels(*self._values, error_type).inc()
@@ -320,7 +299,7 @@ class PrometheusTracker:
     def leak_detected(self) -> None:
         self._leaks.inc()
 
-    def statement(self, operation: str, summary: str) -> Recorder:
+    def statement(self, operation: str, summary: str) -> Sink:
         child = self._m.operation_duration.labels(
             *self._values, self._db_system, operation, summary, ""
         )

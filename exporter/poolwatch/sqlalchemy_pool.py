@@ -36,7 +36,7 @@ from .error_types import classify_error
 from .guard import logger
 from .leaks import LeakDetector
 from .state import PoolLimits, PoolState
-from .tracker import PoolTracker
+from .tracker import PENDING_LIMIT, PoolTracker
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
@@ -165,13 +165,17 @@ class PoolInstrumentation:
         state = self.state
         waiting = state.waiting
         checked_out = state.checked_out
-        tracker = self.tracker
+        # The tracker's recorders are fixed for its life; closure cells are the cheapest reads.
+        record_wait = self.tracker.wait
+        pending = self.tracker.pending
+        drain = self.tracker.drain
         errors = state.errors
         perf_counter = time.perf_counter
         instrumentation = self
         timeout_error = sa_exc.TimeoutError
         leaks = self.leaks  # fixed for the life of the instrumentation
         on_wait = self.on_wait
+        pending_limit = PENDING_LIMIT
 
         def poolwatch_connect() -> Any:
             if not instrumentation._active:
@@ -191,7 +195,9 @@ class PoolInstrumentation:
                 # State first: a broken metrics backend must not make the gauges drift.
                 waiting.remove(t0)
                 checked_out.setdefault(fairy._connection_record, t1)
-                tracker.wait(t1 - t0)
+                record_wait(t1 - t0)
+                if pending() > pending_limit:
+                    drain()
                 if leaks is not None:
                     leaks.checked_out(fairy._connection_record)
                 if on_wait is not None:
@@ -224,7 +230,7 @@ class PoolInstrumentation:
     def _return_wrapper(self, return_conn: Callable[[Any], None]) -> Callable[[Any], None]:
         state = self.state
         checked_out = state.checked_out
-        tracker = self.tracker
+        record_use = self.tracker.use
         errors = state.errors
         perf_counter = time.perf_counter
         leaks = self.leaks
@@ -249,7 +255,7 @@ class PoolInstrumentation:
             finally:
                 if t0 is not None:
                     try:
-                        tracker.use(t1 - t0)
+                        record_use(t1 - t0)
                     except Exception as e:
                         errors.report("checkin", e)
 
@@ -260,7 +266,10 @@ class PoolInstrumentation:
         try:
             self.state.waiting.remove(t0)
             if timed_out:
+                # A wait with no checkin to follow (pool_timeout=0 can produce them in a loop).
                 self.tracker.wait(self._timed_out_wait(t1 - t0))
+                if self.tracker.pending() > PENDING_LIMIT:
+                    self.tracker.drain()
                 self.tracker.timed_out()
             elif isinstance(error, Exception):
                 self.tracker.connection_error(classify_error(error))

@@ -30,7 +30,7 @@ from .guard import logger
 from .redact import redact_sql
 from .state import PoolState
 from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
-from .tracker import PoolTracker, Recorder
+from .tracker import PENDING_LIMIT, PoolTracker, Sink
 
 __all__ = ["CursorHooks", "StatementInstrumentation"]
 
@@ -45,12 +45,15 @@ _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
 class _Series:
-    __slots__ = ("operation", "record", "summary")
+    __slots__ = ("drain", "operation", "pending", "record", "summary")
 
-    def __init__(self, operation: str, summary: str, record: Recorder) -> None:
+    def __init__(self, operation: str, summary: str, sink: Sink) -> None:
         self.operation = operation
         self.summary = summary
-        self.record = record
+        # Copied out of the sink: the statement path reads them straight from slots.
+        self.record = sink.record
+        self.pending = sink.pending
+        self.drain = sink.drain
 
 
 class CursorHooks(NamedTuple):
@@ -128,12 +131,15 @@ class StatementInstrumentation:
         perf_counter = time.perf_counter
         series_for = self._series_for
         slow = self.slow_threshold
+        pending_limit = PENDING_LIMIT
         instrumentation = self
 
         def record(series: _Series, statement: str, elapsed: float) -> None:
             # The cursor-hook path only; the plain wrappers below inline this.
             try:
                 series.record(elapsed)
+                if series.pending() > pending_limit:
+                    series.drain()
                 if slow is not None and elapsed >= slow:
                     instrumentation._log_slow(series, statement, elapsed)
             except Exception as e:
@@ -205,6 +211,8 @@ class StatementInstrumentation:
                 elapsed = perf_counter() - t0
                 try:
                     series.record(elapsed)
+                    if series.pending() > pending_limit:
+                        series.drain()
                     if slow is not None and elapsed >= slow:
                         instrumentation._log_slow(series, statement, elapsed)
                 except Exception as e:
@@ -230,6 +238,8 @@ class StatementInstrumentation:
                 elapsed = perf_counter() - t0
                 try:
                     series.record(elapsed)
+                    if series.pending() > pending_limit:
+                        series.drain()
                     if slow is not None and elapsed >= slow:
                         instrumentation._log_slow(series, statement, elapsed)
                 except Exception as e:

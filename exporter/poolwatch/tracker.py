@@ -1,8 +1,13 @@
 """The interface the pool and statement listeners talk to, one implementation per backend.
 
 Modelled on HikariCP's ``IMetricsTracker``: the listeners know nothing about Prometheus or
-OpenTelemetry. Hot-path recorders (``wait``, ``use``) are attributes holding pre-bound callables
-so a checkout costs one call per observation, with label lookups done once per pool.
+OpenTelemetry. Hot-path recorders (``wait``, ``use``, a statement :class:`Sink`'s ``record``) are
+attributes holding pre-bound callables so a checkout costs one call per observation, with label
+lookups done once per pool. A backend may defer the work of a recorder (poolwatch's Prometheus
+histograms queue the value with a ``deque.append``); then the listener, not the recorder, checks
+``pending()`` after recording and calls ``drain()`` past :data:`PENDING_LIMIT`, so a recorder
+stays a C call and the checkout path gains no Python frame for the bookkeeping. The pool
+listeners read ``wait``, ``use``, ``pending`` and ``drain`` once, when they are installed.
 Gauges (connections by state, pending requests, limits) are not pushed through the tracker: each
 backend reads them from :class:`poolwatch.state.PoolState` when it collects.
 """
@@ -10,18 +15,57 @@ backend reads them from :class:`poolwatch.state.PoolState` when it collects.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
+    "NOTHING_PENDING",
     "NULL_TRACKER",
+    "PENDING_LIMIT",
     "CompositeTracker",
     "NullTracker",
     "PoolTracker",
     "Recorder",
+    "Sink",
     "combine",
+    "immediate",
 ]
 
 Recorder = Callable[[float], None]
+
+PENDING_LIMIT = 128
+"""Deferred values a backend may hold before the listener that recorded them calls ``drain()``
+(about 4 KB a queue); folding them in batches costs a few dozen instructions a value."""
+
+NOTHING_PENDING: Callable[[], int] = ().__len__
+"""``pending`` of a backend that defers nothing: always 0, and a C call (no Python frame)."""
+
+
+class Sink(Protocol):
+    """Where one series' values go: ``record`` on the hot path, then ``pending()`` and, past
+    :data:`PENDING_LIMIT`, ``drain()`` (see the module docstring)."""
+
+    @property
+    def record(self) -> Recorder: ...
+
+    @property
+    def pending(self) -> Callable[[], int]: ...
+
+    def drain(self) -> None: ...
+
+
+def _no_drain() -> None:
+    return None
+
+
+class _Sink(NamedTuple):
+    record: Recorder
+    pending: Callable[[], int] = NOTHING_PENDING
+    drain: Callable[[], None] = _no_drain
+
+
+def immediate(record: Recorder) -> Sink:
+    """A :class:`Sink` whose ``record`` does all its work at once."""
+    return _Sink(record)
 
 
 class PoolTracker(Protocol):
@@ -29,6 +73,14 @@ class PoolTracker(Protocol):
     """A checkout's wait, in seconds (every checkout, including ones that timed out)."""
     use: Recorder
     """How long a connection was held, checkout to checkin."""
+    pending: Callable[[], int]
+    """How many values ``wait`` has deferred; the listeners read it after every checkout and
+    call :meth:`drain` past :data:`PENDING_LIMIT`. Every use belongs to a checkout whose wait
+    was recorded, so after a drain of both, uses never outnumber waits by more than the
+    connections checked out at the time: watching the waits keeps both queues short."""
+
+    def drain(self) -> None:
+        """Fold the values ``wait`` and ``use`` deferred into the series."""
 
     def created(self, seconds: float) -> None:
         """A new DBAPI connection was opened."""
@@ -45,8 +97,8 @@ class PoolTracker(Protocol):
     def leak_detected(self) -> None:
         """A connection was held past the leak threshold."""
 
-    def statement(self, operation: str, summary: str) -> Recorder:
-        """The recorder for successful statements of one summary (resolved once, then cached)."""
+    def statement(self, operation: str, summary: str) -> Sink:
+        """Where successful statements of one summary go (resolved once, then cached)."""
         ...
 
     def statement_failed(
@@ -70,6 +122,10 @@ class NullTracker:
 
     wait: Recorder = staticmethod(_ignore)
     use: Recorder = staticmethod(_ignore)
+    pending: Callable[[], int] = NOTHING_PENDING
+
+    def drain(self) -> None:
+        pass
 
     def created(self, seconds: float) -> None:
         pass
@@ -86,8 +142,8 @@ class NullTracker:
     def leak_detected(self) -> None:
         pass
 
-    def statement(self, operation: str, summary: str) -> Recorder:
-        return _ignore
+    def statement(self, operation: str, summary: str) -> Sink:
+        return _IGNORED
 
     def statement_failed(
         self, operation: str, summary: str, error_type: str, seconds: float
@@ -102,6 +158,7 @@ class NullTracker:
 
 
 NULL_TRACKER: PoolTracker = NullTracker()
+_IGNORED = immediate(_ignore)
 
 
 def _fan_out(recorders: Sequence[Recorder]) -> Recorder:
@@ -112,6 +169,21 @@ def _fan_out(recorders: Sequence[Recorder]) -> Recorder:
     return record
 
 
+def _most_pending(counts: Sequence[Callable[[], int]]) -> Callable[[], int]:
+    def pending() -> int:
+        return max(count() for count in counts)
+
+    return pending
+
+
+def _drain_all(drains: Sequence[Callable[[], None]]) -> Callable[[], None]:
+    def drain() -> None:
+        for d in drains:
+            d()
+
+    return drain
+
+
 class CompositeTracker:
     """Several backends at once (Prometheus and OpenTelemetry metrics side by side)."""
 
@@ -119,6 +191,11 @@ class CompositeTracker:
         self._trackers = tuple(trackers)
         self.wait = _fan_out([t.wait for t in self._trackers])
         self.use = _fan_out([t.use for t in self._trackers])
+        self.pending = _most_pending([t.pending for t in self._trackers])
+
+    def drain(self) -> None:
+        for t in self._trackers:
+            t.drain()
 
     def created(self, seconds: float) -> None:
         for t in self._trackers:
@@ -140,8 +217,13 @@ class CompositeTracker:
         for t in self._trackers:
             t.leak_detected()
 
-    def statement(self, operation: str, summary: str) -> Recorder:
-        return _fan_out([t.statement(operation, summary) for t in self._trackers])
+    def statement(self, operation: str, summary: str) -> Sink:
+        sinks = [t.statement(operation, summary) for t in self._trackers]
+        return _Sink(
+            _fan_out([s.record for s in sinks]),
+            _most_pending([s.pending for s in sinks]),
+            _drain_all([s.drain for s in sinks]),
+        )
 
     def statement_failed(
         self, operation: str, summary: str, error_type: str, seconds: float
