@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, text
 
-from poolwatch.histogram import PENDING_LIMIT, Histogram
-from poolwatch.prometheus import PrometheusTracker, metrics_for
+import poolwatch
+from poolwatch.histogram import Histogram
+from poolwatch.prometheus import PrometheusTracker, histogram_families, metrics_for
 from poolwatch.state import PoolState
+from poolwatch.summary import summarize_sql
+from poolwatch.tracker import PENDING_LIMIT
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 
@@ -109,3 +114,34 @@ def test_drain_counts_bucket_boundaries_and_extremes_exactly() -> None:
     counts, total, _ = child.snapshot()
     assert counts == [4, 5, 7, 10, 12]
     assert total == sum(values) + 1.0
+
+
+def test_instrumented_engine_keeps_every_queue_bounded_without_a_scrape(
+    postgres_url: str, make_engine: Callable[..., Engine]
+) -> None:
+    # The listeners, not a scrape, must drain: an application nobody scrapes must not grow.
+    registry = CollectorRegistry()
+    engine = make_engine(postgres_url, pool_size=2, max_overflow=0)
+    poolwatch.instrument(engine, registry=registry, name="unscraped")
+    with engine.connect() as c:
+        c.execute(text("SELECT 1"))  # first connect: the dialect's set-up runs outside the loop
+    families = {h.name: h for h in histogram_families(registry)}
+    wait, use, statements = (
+        families[f"db_client_{name}_seconds"]
+        for name in ("connection_wait_time", "connection_use_time", "operation_duration")
+    )
+    summary = summarize_sql("SELECT 1")
+    (select1,) = [c for c in statements.children() if c.label_values[-2] == summary]
+
+    before = [child.snapshot()[0][-1] for child in (*wait.children(), *use.children(), select1)]
+    n = 3 * PENDING_LIMIT + 7
+    peak = 0
+    for _ in range(n):
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        peak = max(peak, *(ch.pending() for ch in (*wait.children(), *use.children(), select1)))
+    # Each queue is drained when it passes the limit (a use can land just after the drain its
+    # checkout triggered); without the listeners' drains it would hold all n values.
+    assert PENDING_LIMIT <= peak <= PENDING_LIMIT + 1
+    after = [child.snapshot()[0][-1] for child in (*wait.children(), *use.children(), select1)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [n, n, n]

@@ -9,7 +9,7 @@ histograms bisect, take one uncontended lock, and keep each child's label string
 The hot path does even less: :meth:`HistogramChild.record` is a ``deque.append`` (a C call, no
 Python frame, no lock; about a twentieth of ``observe``), and the values are folded into the
 buckets in batches, by :meth:`HistogramChild.drain`, when a scrape reads the child or when the
-caller sees more than :data:`PENDING_LIMIT` of them waiting (a child is a
+caller sees more than :data:`poolwatch.tracker.PENDING_LIMIT` of them waiting (a child is a
 :class:`poolwatch.tracker.Sink`). Every value is counted exactly
 once: ``append`` and ``popleft`` are atomic, and drainers take the child's lock in turn. Every
 instruction poolwatch runs holds the GIL, and in a saturated process (32 threads sharing five
@@ -37,15 +37,9 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
 from .lifecycle import run_deferred
-from .tracker import PENDING_LIMIT
 
-__all__ = [
-    "PENDING_LIMIT",
-    "Histogram",
-    "HistogramChild",
-    "HistogramCollector",
-    "rendering_elsewhere",
-]
+__all__ = ["Histogram", "HistogramChild", "HistogramCollector", "rendering_elsewhere"]
+
 
 # prometheus_client's float formatting, so both expositions print numbers identically.
 floatToGoString = cast(Callable[[float], str], _untyped_float_to_go_string)
@@ -115,7 +109,7 @@ class HistogramChild:
         with self._lock:
             n = len(pending)
             # Both steps loop in C: no bytecode runs per value (the drain happens on the hot
-            # path every PENDING_LIMIT checkins, with the GIL held).
+            # path, once per PENDING_LIMIT recorded values, with the GIL held).
             values = list(starmap(pending.popleft, repeat((), n)))
             self._sum += sum(values)
             values.sort()

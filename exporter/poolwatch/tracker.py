@@ -192,10 +192,7 @@ class CompositeTracker:
         self.wait = _fan_out([t.wait for t in self._trackers])
         self.use = _fan_out([t.use for t in self._trackers])
         self.pending = _most_pending([t.pending for t in self._trackers])
-
-    def drain(self) -> None:
-        for t in self._trackers:
-            t.drain()
+        self.drain = _drain_all([t.drain for t in self._trackers])
 
     def created(self, seconds: float) -> None:
         for t in self._trackers:
