@@ -35,12 +35,16 @@ WORKER = BENCH_DIR / "_worker.py"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 #: Every configuration the worker knows, in report order.
-ALL_CONFIGS = ("bare", "pw", "pw_trace", "pw_leak", "otel", "bare_aa")
+ALL_CONFIGS = ("bare", "pw", "pw_py", "pw_trace", "pw_leak", "otel", "bare_aa")
 #: What each configuration means (printed in reports and docs).
 CONFIG_HELP = {
     "bare": "plain SQLAlchemy, nothing attached",
     "bare_aa": "a second, identical bare worker (A/A control: its ratio to bare is the noise)",
+    "bare_imported": "plain SQLAlchemy with poolwatch and prometheus_client imported, nothing "
+    "attached: the cost of having the modules loaded, apart from the listeners'",
     "pw": "poolwatch.instrument(engine) - metrics on, tracing off, leak detection at its default",
+    "pw_py": "as pw, with the interpreted hot path (POOLWATCH_PURE_PYTHON=1): poolwatch installed "
+    "without its compiled extension",
     "pw_trace": "poolwatch metrics + tracing (SDK TracerProvider, counting span processor, no exporter)",
     "pw_leak": "poolwatch metrics with leak_threshold=1.0",
     "pw_pool": "poolwatch pool metrics only (statement_metrics=False), for attributing cost",
@@ -51,7 +55,7 @@ CONFIG_HELP = {
     "noop_do_execute": "a no-op DialectEvents.do_execute listener",
     "noop_dialect_wrap": "a pass-through wrapper on the dialect's do_execute (poolwatch's seam)",
 }
-POOLWATCH_CONFIGS = frozenset({"pw", "pw_trace", "pw_leak", "pw_pool", "pw_null"})
+POOLWATCH_CONFIGS = frozenset({"pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"})
 
 
 # ---------------------------------------------------------------------------------------------

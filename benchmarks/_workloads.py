@@ -182,7 +182,18 @@ def apply_config(engine: Engine, config: str) -> Applied:
     a = Applied()
     if config in ("bare", "bare_aa"):
         return a
-    if config in ("pw", "pw_trace", "pw_leak", "pw_pool", "pw_null"):
+    if config == "bare_imported":
+        # Everything poolwatch.instrument() would import, imported and nothing attached.
+        import prometheus_client
+
+        import poolwatch
+
+        a.registry = prometheus_client.CollectorRegistry()
+        return a
+    if config in ("pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"):
+        if config == "pw_py":
+            # Read once, when poolwatch.wrappers is first imported (nothing imported it yet).
+            os.environ["POOLWATCH_PURE_PYTHON"] = "1"
         from prometheus_client import CollectorRegistry
 
         import poolwatch
@@ -260,6 +271,10 @@ def evidence(a: Applied, config: str) -> dict[str, Any]:
         out["histogram_observations"] = observations
     if a.span_counter is not None:
         out["spans"] = a.span_counter.ended
+    if config.startswith("pw"):
+        from poolwatch import wrappers
+
+        out["hotpath"] = "compiled" if wrappers.COMPILED else "interpreted"
     if config.startswith("noop_"):
         out["listener_calls"] = a.calls[0]
     return out

@@ -5,8 +5,10 @@
 Part 1, micro-timings (timeit, GC off, median of repeats, the empty loop subtracted):
   a time.perf_counter() pair, a time.perf_counter_ns() pair, Histogram.observe on a label child
   resolved beforehand, poolwatch's own HistogramChild.observe, Gauge.inc (no labels),
-  Counter.inc on a resolved child, and an
-  OpenTelemetry SDK span started and ended (4 attributes, a no-op span processor).
+  Counter.inc on a resolved child, an OpenTelemetry SDK span started and ended (4 attributes, a
+  no-op span processor), and poolwatch's three hot-path wrappers (poolwatch.hotpath, compiled
+  and interpreted) around no-op stand-ins for the pool and the dialect: one checkout, statement
+  and checkin, less the same three calls without poolwatch.
 Part 2, the seam: `SELECT 1` on SQLite (the select1_sqlite workload), interleaved in warm worker
   processes, bare vs a no-op before/after_cursor_execute listener vs a no-op DialectEvents
   do_execute listener vs a pass-through wrapper on the dialect instance's do_execute (the seam
@@ -51,6 +53,38 @@ try:  # poolwatch's own histogram (poolwatch.histogram), if this version has one
                              [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]).labels("p", "S").observe
 except ImportError:
     pw_observe = None
+# poolwatch's three hot-path wrappers around no-op stand-ins for the pool and the dialect: one
+# checkout, one statement, one checkin, with each build of poolwatch.hotpath.
+import itertools, types
+from collections import deque
+def _noop4(cursor, statement, parameters, context):
+    return None
+_record = object()
+_connect = itertools.repeat(types.SimpleNamespace(_connection_record=_record)).__next__
+_return = deque(maxlen=1).append
+def bare_path():
+    _connect(); _noop4(None, "SELECT 1", (), None); _return(_record)
+def _pw_path(m):
+    from poolwatch.state import PoolState
+    inst = types.SimpleNamespace(state=PoolState("p"), leaks=None, on_wait=None)
+    q = deque()
+    sw = m.Switch()
+    sw.on = True
+    co = m.checkout_wrapper(_connect, sw, inst, q.append, q.__len__, q.clear, 128, TimeoutError)
+    ci = m.checkin_wrapper(_return, sw, inst, q.append)
+    series = m.Series("SELECT", "SELECT", q.append, q.__len__, q.clear)
+    ex = m.execute_wrapper(_noop4, sw, inst, {"SELECT 1": series}, None, None, None, 128,
+                           no_params=False)
+    def path():
+        co(); ex(None, "SELECT 1", (), None); ci(_record)
+    return path
+try:
+    from poolwatch import hotpath as _interpreted, wrappers as _wrappers
+    pw_path_py = _pw_path(_interpreted)
+    _compiled = _wrappers.compiled_build()
+    pw_path_c = _pw_path(_compiled) if _compiled is not None else None
+except ImportError:  # a poolwatch without poolwatch.hotpath
+    pw_path_py = pw_path_c = None
 attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "db.query.summary": "SELECT t",
          "db.client.connection.pool.name": "p"}
 """
@@ -64,7 +98,11 @@ MICRO = {
     "Counter.inc (resolved child)": "cinc()",
     "poolwatch HistogramChild.observe (9 buckets)": "pw_observe(0.003)",
     "OTel SDK span start+end (4 attributes, no exporter)": "tracer.start_span('SELECT t', attributes=attrs).end()",
+    "poolwatch wrappers, compiled: checkout+statement+checkin": "pw_path_c()",
+    "poolwatch wrappers, interpreted: checkout+statement+checkin": "pw_path_py()",
 }
+# Measured against the same three calls without poolwatch, not against the empty loop.
+AGAINST_BARE_PATH = ("pw_path_c()", "pw_path_py()")
 
 
 def micro(number: int, repeat: int) -> dict[str, float]:
@@ -75,10 +113,11 @@ def micro(number: int, repeat: int) -> dict[str, float]:
 
     empty = per_op("pass")
     out = {"empty loop": empty}
+    bare_path = per_op("bare_path()")
     for name, stmt in MICRO.items():
         try:
-            out[name] = max(per_op(stmt) - empty, 0.0)
-        except TypeError:  # pw_observe is None: this poolwatch has no histogram of its own
+            out[name] = max(per_op(stmt) - (bare_path if stmt in AGAINST_BARE_PATH else empty), 0.0)
+        except TypeError:  # None: this poolwatch lacks it (its own histogram, a compiled build)
             continue
     return out
 

@@ -349,7 +349,7 @@ def render(rows: list[Row], markdown: bool = False) -> str:
 
 DOC = REPO / "docs" / "performance.md"
 DOC_START, DOC_END = "<!-- results:start -->", "<!-- results:end -->"
-DETAIL_CONFIGS = ("bare", "pw", "pw_trace", "pw_leak", "otel", "bare_aa")
+DETAIL_CONFIGS = ("bare", "pw", "pw_py", "pw_trace", "pw_leak", "otel", "bare_aa")
 
 
 def results_markdown(

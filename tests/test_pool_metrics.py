@@ -381,3 +381,17 @@ def test_database_down_counts_connection_errors(throwaway_pg, registry, make_eng
 def test_fresh_registry_per_test_is_isolated() -> None:
     reg = CollectorRegistry()
     assert reg.get_sample_value("db_client_connection_count") is None
+
+
+def test_connections_opened_before_instrument_count_as_idle(
+    postgres_url, registry, make_engine
+) -> None:
+    engine = make_engine(postgres_url, pool_size=3, max_overflow=0)
+    with engine.connect(), engine.connect(), engine.connect():
+        pass  # three connections opened, then idle, before poolwatch is there
+    handle = poolwatch.instrument(engine, registry=registry)
+    m = Reader(registry, handle.name)
+    assert (m.used, m.idle) == (0, 3) and queue_truth(engine) == (0, 3)
+    with engine.connect():
+        assert (m.used, m.idle) == (1, 2)
+    assert (m.used, m.idle) == (0, 3)

@@ -32,6 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
+from . import wrappers
 from .error_types import classify_error
 from .guard import logger
 from .leaks import LeakDetector
@@ -102,9 +103,18 @@ class PoolInstrumentation:
         self._wrapped: list[weakref.ref[Pool]] = []
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
         self._lock = threading.Lock()
-        self._active = False
+        # What the installed wrappers read on every call (``_active`` below).
+        self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
+
+    @property
+    def _active(self) -> bool:
+        return self.switch.on
+
+    @_active.setter
+    def _active(self, on: bool) -> None:
+        self.switch.on = on
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
@@ -125,6 +135,7 @@ class PoolInstrumentation:
             self._listen(engine, "invalidate", self._on_invalidate)
             self._listen(engine, "soft_invalidate", self._on_soft_invalidate)
             self._wrap(engine.pool)
+            self._adopt_idle(engine.pool)
 
     def uninstall(self) -> None:
         with self._lock:
@@ -148,6 +159,18 @@ class PoolInstrumentation:
                         del pool.__dict__[method]
             self._wrapped.clear()
 
+    def _adopt_idle(self, pool: Pool) -> None:
+        """Connections the pool opened before ``instrument()`` fired no ``connect`` event for
+        us: the idle ones are counted from the pool's queue (private API, read defensively).
+        One checked out at this moment is counted once it has been closed and reopened."""
+        try:
+            queue = getattr(getattr(pool, "_pool", None), "queue", None)
+            for record in list(queue) if queue is not None else ():
+                if getattr(record, "dbapi_connection", None) is not None:
+                    self.state.live.add(record)
+        except Exception as e:
+            self.state.errors.report("install", e)
+
     def limits(self) -> PoolLimits:
         pool = self._pool()
         return pool_limits(pool) if pool is not None else PoolLimits(pool_class="")
@@ -162,49 +185,19 @@ class PoolInstrumentation:
         if any(ref() is pool for ref in self._wrapped):
             return
         connect = pool.connect
-        state = self.state
-        waiting = state.waiting
-        checked_out = state.checked_out
-        # The tracker's recorders are fixed for its life; closure cells are the cheapest reads.
-        record_wait = self.tracker.wait
-        pending = self.tracker.pending
-        drain = self.tracker.drain
-        errors = state.errors
-        perf_counter = time.perf_counter
+        # The tracker's recorders are fixed for its life: the wrapper holds them, not the
+        # tracker (see poolwatch.hotpath).
+        poolwatch_connect = wrappers.checkout_wrapper(
+            connect,
+            self.switch,
+            self,
+            self.tracker.wait,
+            self.tracker.pending,
+            self.tracker.drain,
+            PENDING_LIMIT,
+            sa_exc.TimeoutError,
+        )
         instrumentation = self
-        timeout_error = sa_exc.TimeoutError
-        leaks = self.leaks  # fixed for the life of the instrumentation
-        on_wait = self.on_wait
-        pending_limit = PENDING_LIMIT
-
-        def poolwatch_connect() -> Any:
-            if not instrumentation._active:
-                return connect()
-            t0 = perf_counter()
-            waiting.append(t0)
-            try:
-                fairy = connect()
-            except timeout_error as e:
-                instrumentation._checkout_failed(t0, e, timed_out=True)
-                raise
-            except BaseException as e:
-                instrumentation._checkout_failed(t0, e, timed_out=False)
-                raise
-            t1 = perf_counter()
-            try:
-                # State first: a broken metrics backend must not make the gauges drift.
-                waiting.remove(t0)
-                checked_out.setdefault(fairy._connection_record, t1)
-                record_wait(t1 - t0)
-                if pending() > pending_limit:
-                    drain()
-                if leaks is not None:
-                    leaks.checked_out(fairy._connection_record)
-                if on_wait is not None:
-                    on_wait(t0, t1, None)
-            except Exception as e:
-                errors.report("checkout", e)
-            return fairy
 
         recreate = pool.recreate
 
@@ -214,57 +207,26 @@ class PoolInstrumentation:
                 instrumentation._follow(new_pool)
             return new_pool
 
-        wrappers: list[tuple[str, Callable[..., Any], Any]] = [
+        replaced: list[tuple[str, Callable[..., Any], Any]] = [
             ("connect", connect, poolwatch_connect),
             ("recreate", recreate, poolwatch_recreate),
         ]
         if self._return_seam:
             return_conn = getattr(pool, RETURN_SEAM)
-            wrappers.append((RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
-        for method, original, wrapper in wrappers:
+            replaced.append((RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
+        for method, original, wrapper in replaced:
             wrapper.__wrapped__ = original
             wrapper._poolwatch = self
             setattr(pool, method, wrapper)
         self._wrapped.append(weakref.ref(pool))
 
     def _return_wrapper(self, return_conn: Callable[[Any], None]) -> Callable[[Any], None]:
-        state = self.state
-        checked_out = state.checked_out
-        record_use = self.tracker.use
-        errors = state.errors
-        perf_counter = time.perf_counter
-        leaks = self.leaks
-        instrumentation = self
-
-        def poolwatch_return_conn(record: Any) -> None:
-            if not instrumentation._active:
-                return return_conn(record)
-            t1 = perf_counter()
-            t0 = None
-            try:
-                # Before the record is back in the pool, where another thread may take it.
-                t0 = checked_out.pop(record, None)
-                if state.has_orphans:
-                    state.orphan_returned(record)
-                if leaks is not None:
-                    leaks.checked_in(record, t0)
-            except Exception as e:
-                errors.report("checkin", e)
-            try:
-                return_conn(record)
-            finally:
-                if t0 is not None:
-                    try:
-                        record_use(t1 - t0)
-                    except Exception as e:
-                        errors.report("checkin", e)
-
-        return poolwatch_return_conn
+        return wrappers.checkin_wrapper(return_conn, self.switch, self, self.tracker.use)
 
     def _checkout_failed(self, t0: float, error: BaseException, *, timed_out: bool) -> None:
         t1 = time.perf_counter()
         try:
-            self.state.waiting.remove(t0)
+            self.state.waiting.pop(t0, None)
             if timed_out:
                 # A wait with no checkin to follow (pool_timeout=0 can produce them in a loop).
                 self.tracker.wait(self._timed_out_wait(t1 - t0))

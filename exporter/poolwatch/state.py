@@ -69,7 +69,8 @@ class PoolState:
     ``checked_out`` maps each checked-out connection record to its checkout time; ``live`` holds
     the records whose DBAPI connection is open and owned by the engine's current pool (weakly,
     so an engine dropped by the application is collected with its connections); ``waiting``
-    holds the start time of every caller inside ``pool.connect()``.
+    holds the start time of every caller inside ``pool.connect()`` (as keys: see
+    :func:`poolwatch.hotpath.checkout_wrapper`).
     """
 
     def __init__(self, name: str) -> None:
@@ -81,7 +82,7 @@ class PoolState:
         self.orphans: weakref.WeakSet[Any] = weakref.WeakSet()
         # A plain flag, because even an empty WeakSet costs a Python-level __len__ per checkin.
         self.has_orphans = False
-        self.waiting: list[float] = []
+        self.waiting: dict[float, None] = {}
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
 

@@ -21,16 +21,20 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.engine import Dialect
 
+from . import wrappers
 from .error_types import classify_error
 from .guard import logger
 from .redact import redact_sql
 from .state import PoolState
 from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
 from .tracker import PENDING_LIMIT, PoolTracker, Sink
+
+if TYPE_CHECKING:
+    from .hotpath import Series
 
 __all__ = ["CursorHooks", "StatementInstrumentation"]
 
@@ -44,16 +48,9 @@ FOLDED_TRACKED = 10_000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
-class _Series:
-    __slots__ = ("drain", "operation", "pending", "record", "summary")
-
-    def __init__(self, operation: str, summary: str, sink: Sink) -> None:
-        self.operation = operation
-        self.summary = summary
-        # Copied out of the sink: the statement path reads them straight from slots.
-        self.record = sink.record
-        self.pending = sink.pending
-        self.drain = sink.drain
+def _series(operation: str, summary: str, sink: Sink) -> Series:
+    # The recorders are copied out of the sink: the statement path reads them from the series.
+    return wrappers.Series(operation, summary, sink.record, sink.pending, sink.drain)
 
 
 class CursorHooks(NamedTuple):
@@ -95,16 +92,29 @@ class StatementInstrumentation:
         self.tracker = tracker
         self.max_summaries = max_summaries
         self.slow_threshold = slow_threshold
-        self._cache: dict[str, _Series] = {}
-        self._by_summary: dict[str, _Series] = {}
+        self._cache: dict[str, Series] = {}
+        self._by_summary: dict[str, Series] = {}
         self._folded: set[str] = set()
         self._lock = threading.Lock()
-        self._active = False
-        self.hooks: CursorHooks | None = None
+        # What the installed wrappers read on every call: on/off and the cursor hooks.
+        self.switch = wrappers.Switch()
+
+    @property
+    def _active(self) -> bool:
+        return self.switch.on
+
+    @_active.setter
+    def _active(self, on: bool) -> None:
+        self.switch.on = on
+
+    @property
+    def hooks(self) -> CursorHooks | None:
+        hooks: CursorHooks | None = self.switch.hooks
+        return hooks
 
     def set_cursor_hooks(self, hooks: CursorHooks | None) -> None:
         """Run ``hooks`` around every statement from now on (None: stop)."""
-        self.hooks = hooks
+        self.switch.hooks = hooks
 
     def install(self) -> None:
         dialect = self._dialect()
@@ -125,132 +135,85 @@ class StatementInstrumentation:
                 delattr(dialect, method)
 
     def _wrap(self, method: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        # Exact signatures, no *args/**kwargs: this runs for every statement, and packing
-        # arguments into a tuple and a dict each time was a measurable part of its cost.
-        cache = self._cache
-        perf_counter = time.perf_counter
-        series_for = self._series_for
-        slow = self.slow_threshold
-        pending_limit = PENDING_LIMIT
-        instrumentation = self
+        no_params = method == "do_execute_no_params"
+        many = method == "do_executemany"
 
-        def record(series: _Series, statement: str, elapsed: float) -> None:
-            # The cursor-hook path only; the plain wrappers below inline this.
-            try:
-                series.record(elapsed)
-                if series.pending() > pending_limit:
-                    series.drain()
-                if slow is not None and elapsed >= slow:
-                    instrumentation._log_slow(series, statement, elapsed)
-            except Exception as e:
-                instrumentation.state.errors.report("statement", e)
-
-        executemany = method == "do_executemany"
-
-        def hooked(
-            call: Callable[..., Any],
-            cursor: Any,
-            statement: str,
-            parameters: Any,
-            context: Any,
-            many: bool,
-        ) -> Any:
-            # The cursor-event listeners around the statement, each guarded: what they do is
-            # instrumentation, and the application's statement runs whatever they raise.
-            hooks = instrumentation.hooks
-            series = cache.get(statement) or series_for(statement, context)
-            sent, params = statement, parameters
-            conn = getattr(context, "root_connection", None)
-            if not getattr(conn, "_allow_autobegin", True):
-                # The dialect's first-connect set-up (server version, schema, ...): SQLAlchemy
-                # runs it on a Connection with events off, so cursor listeners never see it.
-                hooks = None
-            if hooks is not None:
-                try:
-                    sent, params = hooks.before(conn, cursor, statement, parameters, context, many)
-                except Exception as e:
-                    instrumentation.state.errors.report("tracing", e)
-                    hooks = None
-            t0 = perf_counter()
-            try:
-                result = call(cursor, sent, params, context)
-            except BaseException as e:
-                instrumentation._failed(series, statement, perf_counter() - t0, e)
-                if hooks is not None and hooks.error is not None:
-                    try:
-                        hooks.error(ExecutionError(context, e))
-                    except Exception as hook_error:
-                        instrumentation.state.errors.report("tracing", hook_error)
-                raise
-            elapsed = perf_counter() - t0
-            if hooks is not None:
-                try:
-                    hooks.after(conn, cursor, sent, params, context, many)
-                except Exception as e:
-                    instrumentation.state.errors.report("tracing", e)
-            record(series, statement, elapsed)
-            return result
-
-        if method == "do_execute_no_params":
-
-            def call_no_params(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
+        def call(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
+            if no_params:
                 return original(cursor, statement, context)
+            return original(cursor, statement, parameters, context)
 
-            def poolwatch_execute(cursor: Any, statement: str, context: Any = None) -> Any:
-                if not instrumentation._active:
-                    return original(cursor, statement, context)
-                if instrumentation.hooks is not None and context is not None:
-                    return hooked(call_no_params, cursor, statement, (), context, False)
-                series = cache.get(statement) or series_for(statement, context)
-                t0 = perf_counter()
+        def hooked(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
+            return self._hooked(call, cursor, statement, parameters, context, many)
+
+        wrapper = wrappers.execute_wrapper(
+            original,
+            self.switch,
+            self,
+            self._cache,
+            self._series_for,
+            hooked,
+            self.slow_threshold,
+            PENDING_LIMIT,
+            no_params=no_params,
+        )
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper._poolwatch = self  # type: ignore[attr-defined]
+        return wrapper
+
+    def _hooked(
+        self,
+        call: Callable[..., Any],
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        many: bool,
+    ) -> Any:
+        """The statement with the cursor-event listeners around it, each guarded: what they do
+        is instrumentation, and the application's statement runs whatever they raise."""
+        hooks = self.hooks
+        series = self._cache.get(statement) or self._series_for(statement, context)
+        sent, params = statement, parameters
+        conn = getattr(context, "root_connection", None)
+        if not getattr(conn, "_allow_autobegin", True):
+            # The dialect's first-connect set-up (server version, schema, ...): SQLAlchemy
+            # runs it on a Connection with events off, so cursor listeners never see it.
+            hooks = None
+        if hooks is not None:
+            try:
+                sent, params = hooks.before(conn, cursor, statement, parameters, context, many)
+            except Exception as e:
+                self.state.errors.report("tracing", e)
+                hooks = None
+        t0 = time.perf_counter()
+        try:
+            result = call(cursor, sent, params, context)
+        except BaseException as e:
+            self._failed(series, statement, time.perf_counter() - t0, e)
+            if hooks is not None and hooks.error is not None:
                 try:
-                    result = original(cursor, statement, context)
-                except BaseException as e:
-                    instrumentation._failed(series, statement, perf_counter() - t0, e)
-                    raise
-                elapsed = perf_counter() - t0
-                try:
-                    series.record(elapsed)
-                    if series.pending() > pending_limit:
-                        series.drain()
-                    if slow is not None and elapsed >= slow:
-                        instrumentation._log_slow(series, statement, elapsed)
-                except Exception as e:
-                    instrumentation.state.errors.report("statement", e)
-                return result
+                    hooks.error(ExecutionError(context, e))
+                except Exception as hook_error:
+                    self.state.errors.report("tracing", hook_error)
+            raise
+        elapsed = time.perf_counter() - t0
+        if hooks is not None:
+            try:
+                hooks.after(conn, cursor, sent, params, context, many)
+            except Exception as e:
+                self.state.errors.report("tracing", e)
+        try:
+            series.record(elapsed)
+            if series.pending() > PENDING_LIMIT:
+                series.drain()
+            if self.slow_threshold is not None and elapsed >= self.slow_threshold:
+                self._log_slow(series, statement, elapsed)
+        except Exception as e:
+            self.state.errors.report("statement", e)
+        return result
 
-        else:  # do_execute, do_executemany: (cursor, statement, parameters, context)
-
-            def poolwatch_execute(  # type: ignore[misc]
-                cursor: Any, statement: str, parameters: Any, context: Any = None
-            ) -> Any:
-                if not instrumentation._active:
-                    return original(cursor, statement, parameters, context)
-                if instrumentation.hooks is not None and context is not None:
-                    return hooked(original, cursor, statement, parameters, context, executemany)
-                series = cache.get(statement) or series_for(statement, context)
-                t0 = perf_counter()
-                try:
-                    result = original(cursor, statement, parameters, context)
-                except BaseException as e:
-                    instrumentation._failed(series, statement, perf_counter() - t0, e)
-                    raise
-                elapsed = perf_counter() - t0
-                try:
-                    series.record(elapsed)
-                    if series.pending() > pending_limit:
-                        series.drain()
-                    if slow is not None and elapsed >= slow:
-                        instrumentation._log_slow(series, statement, elapsed)
-                except Exception as e:
-                    instrumentation.state.errors.report("statement", e)
-                return result
-
-        poolwatch_execute.__wrapped__ = original  # type: ignore[attr-defined]
-        poolwatch_execute._poolwatch = self  # type: ignore[attr-defined]
-        return poolwatch_execute
-
-    def _series_for(self, statement: str, context: Any) -> _Series:
+    def _series_for(self, statement: str, context: Any) -> Series:
         try:
             compiled = getattr(context, "compiled", None)
             summary = (summarize_compiled(compiled) if compiled is not None else None) or (
@@ -266,7 +229,7 @@ class StatementInstrumentation:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
 
-    def _series(self, summary: str) -> _Series:
+    def _series(self, summary: str) -> Series:
         with self._lock:
             series = self._by_summary.get(summary)
             if series is not None:
@@ -278,17 +241,17 @@ class StatementInstrumentation:
                     self.tracker.summary_folded()
                 other = self._by_summary.get(OTHER)
                 if other is None:
-                    other = _Series("", OTHER, self.tracker.statement("", OTHER))
+                    other = _series("", OTHER, self.tracker.statement("", OTHER))
                     # "other" does not count against the cap: it is the cap's overflow.
                     self._by_summary[OTHER] = other
                 return other
             operation = operation_name(summary) if summary != OTHER else ""
-            series = _Series(operation, summary, self.tracker.statement(operation, summary))
+            series = _series(operation, summary, self.tracker.statement(operation, summary))
             self._by_summary[summary] = series
             return series
 
     def _failed(
-        self, series: _Series, statement: str, elapsed: float, error: BaseException
+        self, series: Series, statement: str, elapsed: float, error: BaseException
     ) -> None:
         try:
             error_type = classify_error(error)
@@ -296,7 +259,7 @@ class StatementInstrumentation:
         except Exception as e:
             self.state.errors.report("statement", e)
 
-    def _log_slow(self, series: _Series, statement: str, elapsed: float) -> None:
+    def _log_slow(self, series: Series, statement: str, elapsed: float) -> None:
         logger.warning(
             "poolwatch: slow statement on pool %r: %s took %.3f s (slow_query_threshold=%g s): %s",
             self.state.name,

@@ -141,6 +141,7 @@ class PrometheusServer:
     """A real Prometheus on a free loopback port, with a config written by the test."""
 
     def __init__(self, config_yaml: str, extra_files: dict[str, str] | None = None) -> None:
+        binary = prometheus_binary("prometheus")  # first: it skips (or fails) if there is none
         self.dir = Path(tempfile.mkdtemp(prefix="poolwatch-prom-"))
         (self.dir / "prometheus.yml").write_text(config_yaml)
         for rel, text in (extra_files or {}).items():
@@ -151,7 +152,7 @@ class PrometheusServer:
         self.log = (self.dir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
             [
-                prometheus_binary("prometheus"),
+                binary,
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",

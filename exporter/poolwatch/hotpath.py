@@ -1,0 +1,257 @@
+"""The code every checkout, checkin and statement runs, compiled by Cython where it can be.
+
+These wrappers replace ``pool.connect``, ``pool._return_conn`` and the dialect's ``do_execute*``
+(see :mod:`poolwatch.sqlalchemy_pool` and :mod:`poolwatch.statements` for why those seams). They
+are plain Python, and the package build compiles this one module with Cython in pure-Python mode,
+the pattern of SQLAlchemy's own ``*_cy.py`` modules: one source, no Python frame per call and no
+bytecode dispatch when compiled. Interpreted, poolwatch costs about 10 k machine instructions per
+SQLite ``SELECT 1``; compiled, under 2 k (docs/performance.md). :mod:`poolwatch.wrappers` picks
+the build.
+
+The wrappers read what may change while they are installed from a :class:`Switch`, and a
+statement's recorders from its :class:`Series`: compiled, both are C structs, so those reads cost
+no attribute lookup. The ``cython.*`` annotations are C types when compiled and never evaluated
+when interpreted.
+
+Everything here only records: the application's call runs exactly as it would without poolwatch,
+its exception propagates unchanged, and an error while recording is reported, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import _cython_shim as cython
+else:
+    try:
+        import cython  # compiled: a compile-time module, this import runs nothing
+    except ModuleNotFoundError:  # Cython is needed to build the extension, not to run it
+        from . import _cython_shim as cython
+
+if TYPE_CHECKING or not cython.compiled:
+    from time import perf_counter as _clock
+else:
+    # time.perf_counter() as a C call that returns a C double: same clock, same values.
+    from cython.cimports.cpython.time import perf_counter as _clock
+
+__all__ = ["COMPILED", "Series", "Switch", "checkin_wrapper", "checkout_wrapper", "execute_wrapper"]
+
+COMPILED: bool = cython.compiled
+
+Recorder = Callable[[float], None]
+
+
+@cython.final
+@cython.cclass
+class Switch:
+    """What the installed wrappers of one instrumentation read on every call."""
+
+    on: bool = cython.declare(cython.bint, visibility="public")
+    """False after ``uninstrument()``: a wrapper someone else wrapped again stays, inert."""
+    hooks: Any = cython.declare(object, visibility="public")
+    """The :class:`poolwatch.statements.CursorHooks` to run around statements, or None."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.hooks = None
+
+
+@cython.final
+@cython.cclass
+class Series:
+    """One statement summary's recorders (see :class:`poolwatch.tracker.Sink`)."""
+
+    operation: str = cython.declare(str, visibility="public")
+    summary: str = cython.declare(str, visibility="public")
+    record: Recorder = cython.declare(object, visibility="public")
+    pending: Callable[[], int] = cython.declare(object, visibility="public")
+    drain: Callable[[], None] = cython.declare(object, visibility="public")
+
+    def __init__(
+        self,
+        operation: str,
+        summary: str,
+        record: Recorder,
+        pending: Callable[[], int],
+        drain: Callable[[], None],
+    ) -> None:
+        self.operation = operation
+        self.summary = summary
+        self.record = record
+        self.pending = pending
+        self.drain = drain
+
+
+def checkout_wrapper(
+    connect: Callable[[], Any],
+    switch: Switch,
+    instrumentation: Any,
+    record_wait: Recorder,
+    pending: Callable[[], int],
+    drain: Callable[[], None],
+    pending_limit: int,
+    timeout_error: type[BaseException],
+) -> Callable[[], Any]:
+    """``pool.connect`` timed: the wait, the waiting callers, the checkout time of the record."""
+    state = instrumentation.state
+    # Keyed by start time: two callers cannot read the same monotonic time, the GIL passes
+    # between them, and a dict forgets a caller in O(1) where a list scans every waiter.
+    waiting: dict[float, None] = state.waiting
+    checked_out: dict[Any, float] = state.checked_out
+    errors = state.errors
+    leaks = instrumentation.leaks  # fixed for the life of the instrumentation
+    on_wait = instrumentation.on_wait
+
+    def poolwatch_connect() -> Any:
+        t0: cython.double
+        t1: cython.double
+        if not switch.on:
+            return connect()
+        t0 = _clock()
+        start = t0  # one float object: the waiting key, found again by identity
+        waiting[start] = None
+        try:
+            fairy = connect()
+        except timeout_error as e:
+            instrumentation._checkout_failed(start, e, timed_out=True)
+            raise
+        except BaseException as e:
+            instrumentation._checkout_failed(start, e, timed_out=False)
+            raise
+        t1 = _clock()
+        try:
+            # State first: a broken metrics backend must not make the gauges drift.
+            waiting.pop(start, None)
+            checked_out.setdefault(fairy._connection_record, t1)
+            record_wait(t1 - t0)
+            if pending() > pending_limit:
+                drain()
+            if leaks is not None:
+                leaks.checked_out(fairy._connection_record)
+            if on_wait is not None:
+                on_wait(t0, t1, None)
+        except Exception as e:
+            errors.report("checkout", e)
+        return fairy
+
+    return poolwatch_connect
+
+
+def checkin_wrapper(
+    return_conn: Callable[[Any], None], switch: Switch, instrumentation: Any, record_use: Recorder
+) -> Callable[[Any], None]:
+    """``pool._return_conn`` timed: the hold time, recorded once the record is back."""
+    state = instrumentation.state
+    checked_out: dict[Any, float] = state.checked_out
+    errors = state.errors
+    leaks = instrumentation.leaks
+
+    def poolwatch_return_conn(record: Any) -> None:
+        t1: cython.double
+        if not switch.on:
+            return_conn(record)
+            return
+        t1 = _clock()
+        t0 = None
+        try:
+            # Before the record is back in the pool, where another thread may take it.
+            t0 = checked_out.pop(record, None)
+            if state.has_orphans:
+                state.orphan_returned(record)
+            if leaks is not None:
+                leaks.checked_in(record, t0)
+        except Exception as e:
+            errors.report("checkin", e)
+        try:
+            return_conn(record)
+        finally:
+            if t0 is not None:
+                try:
+                    record_use(t1 - t0)
+                except Exception as e:
+                    errors.report("checkin", e)
+
+    return poolwatch_return_conn
+
+
+def execute_wrapper(
+    original: Callable[..., Any],
+    switch: Switch,
+    instrumentation: Any,
+    cache: dict[str, Series],
+    series_for: Callable[[str, Any], Series],
+    hooked: Callable[[Any, str, Any, Any], Any],
+    slow: float | None,
+    pending_limit: int,
+    *,
+    no_params: bool,
+) -> Callable[..., Any]:
+    """The dialect's ``do_execute``/``do_executemany`` (``no_params``: ``do_execute_no_params``)
+    timed into the statement's :class:`Series`; ``hooked`` runs the statement instead while
+    cursor hooks are set.
+
+    Exact signatures, no ``*args``/``**kwargs``: packing arguments into a tuple and a dict for
+    every statement was a measurable part of the cost. The two wrappers repeat their recording
+    lines because a shared helper would be one more call per statement.
+    """
+    errors = instrumentation.state.errors
+
+    if no_params:
+
+        def poolwatch_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
+            t0: cython.double
+            elapsed: cython.double
+            series: Series
+            if not switch.on:
+                return original(cursor, statement, context)
+            if switch.hooks is not None and context is not None:
+                return hooked(cursor, statement, (), context)
+            series = cache.get(statement) or series_for(statement, context)
+            t0 = _clock()
+            try:
+                result = original(cursor, statement, context)
+            except BaseException as e:
+                instrumentation._failed(series, statement, _clock() - t0, e)
+                raise
+            elapsed = _clock() - t0
+            try:
+                series.record(elapsed)
+                if series.pending() > pending_limit:
+                    series.drain()
+                if slow is not None and elapsed >= slow:
+                    instrumentation._log_slow(series, statement, elapsed)
+            except Exception as e:
+                errors.report("statement", e)
+            return result
+
+        return poolwatch_execute_no_params
+
+    def poolwatch_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
+        t0: cython.double
+        elapsed: cython.double
+        series: Series
+        if not switch.on:
+            return original(cursor, statement, parameters, context)
+        if switch.hooks is not None and context is not None:
+            return hooked(cursor, statement, parameters, context)
+        series = cache.get(statement) or series_for(statement, context)
+        t0 = _clock()
+        try:
+            result = original(cursor, statement, parameters, context)
+        except BaseException as e:
+            instrumentation._failed(series, statement, _clock() - t0, e)
+            raise
+        elapsed = _clock() - t0
+        try:
+            series.record(elapsed)
+            if series.pending() > pending_limit:
+                series.drain()
+            if slow is not None and elapsed >= slow:
+                instrumentation._log_slow(series, statement, elapsed)
+        except Exception as e:
+            errors.report("statement", e)
+        return result
+
+    return poolwatch_execute

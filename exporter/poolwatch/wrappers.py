@@ -1,0 +1,82 @@
+"""Which build of :mod:`poolwatch.hotpath` the listeners install: compiled when it can be.
+
+``poolwatch._hotpath`` is ``hotpath.py`` compiled by Cython at install time (``setup.py``). It is
+used when it was built from the ``hotpath.py`` installed beside it (a build left over from an
+older source would run old code), on an interpreter with the GIL (the wrappers rely on it as the
+interpreted ones do; a free-threaded build would re-enable it for a module that does not declare
+otherwise), and unless ``POOLWATCH_PURE_PYTHON`` is true in the environment when poolwatch is
+imported (the escape hatch, should the compiled build ever be suspected). Otherwise the
+interpreted module runs: the same code, slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+
+from . import hotpath as interpreted
+from .config import _parse_bool
+from .guard import logger
+
+__all__ = [
+    "COMPILED", "Series", "Switch", "checkin_wrapper", "checkout_wrapper", "compiled_build",
+    "execute_wrapper", "pure_python_requested",
+]  # fmt: skip
+
+
+def pure_python_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """``POOLWATCH_PURE_PYTHON``: a boolean; unset or empty means false."""
+    raw = environ.get("POOLWATCH_PURE_PYTHON", "")
+    return raw.strip() != "" and _parse_bool("pure_python", raw, "POOLWATCH_PURE_PYTHON")
+
+
+def compiled_build() -> ModuleType | None:
+    """``poolwatch._hotpath`` if it is installed and was built from the ``hotpath.py`` beside it;
+    None otherwise (a build from another source is logged)."""
+    try:
+        module = importlib.import_module("poolwatch._hotpath")
+    except ImportError:
+        return None
+    try:
+        source = Path(interpreted.__file__).read_bytes()
+    except OSError:  # no source beside it (a zipapp, a frozen build): trust the build
+        return module
+    if getattr(module, "SOURCE_SHA256", None) != hashlib.sha256(source).hexdigest():
+        logger.warning(
+            "poolwatch: %s was compiled from another version of %s; running the interpreted"
+            " module (reinstall poolwatch to rebuild it)",
+            module.__file__,
+            interpreted.__file__,
+        )
+        return None
+    return module
+
+
+def _choose() -> ModuleType:
+    if pure_python_requested():
+        return interpreted
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is not None and not gil_enabled():
+        return interpreted
+    return compiled_build() or interpreted
+
+
+_module = _choose()
+COMPILED: bool = _module is not interpreted
+# Typed as the interpreted module's names; the compiled ones are the same source.
+Switch: type[interpreted.Switch] = interpreted.Switch
+Series: type[interpreted.Series] = interpreted.Series
+checkout_wrapper = interpreted.checkout_wrapper
+checkin_wrapper = interpreted.checkin_wrapper
+execute_wrapper = interpreted.execute_wrapper
+if COMPILED:
+    Switch = _module.Switch
+    Series = _module.Series
+    checkout_wrapper = _module.checkout_wrapper
+    checkin_wrapper = _module.checkin_wrapper
+    execute_wrapper = _module.execute_wrapper

@@ -1,0 +1,149 @@
+"""The two builds of the hot path: which one runs, and that both record exactly the same."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import sqlalchemy
+from sqlalchemy import text
+
+import poolwatch
+from poolwatch import hotpath, wrappers
+from tests.support.pools import Reader
+from tests.support.services import unavailable
+from tests.test_statements import _series
+
+BUILDS = ("compiled", "interpreted")
+_NAMES = ("Switch", "Series", "checkout_wrapper", "checkin_wrapper", "execute_wrapper")
+
+
+def _compiled_build() -> ModuleType:
+    module = wrappers.compiled_build()
+    if module is None:
+        unavailable("the compiled hot path (poolwatch._hotpath, built by setup.py)")
+    assert module is not None
+    return module
+
+
+@pytest.fixture(params=BUILDS)
+def build(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """Install the wrappers of one build for this test, whatever the process chose."""
+    module = hotpath if request.param == "interpreted" else _compiled_build()
+    for name in _NAMES:
+        monkeypatch.setattr(wrappers, name, getattr(module, name))
+    return str(request.param)
+
+
+def _chosen(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import poolwatch.wrappers as w; print(w.COMPILED)"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_compiled_build_is_installed_and_chosen() -> None:
+    module = _compiled_build()
+    assert module.COMPILED is True and hotpath.COMPILED is False
+    if wrappers.pure_python_requested():
+        assert wrappers.COMPILED is False
+        return
+    assert wrappers.COMPILED is True
+    assert wrappers.checkout_wrapper is module.checkout_wrapper
+    assert type(wrappers.checkout_wrapper).__name__ == "cython_function_or_method"
+
+
+@pytest.mark.parametrize(
+    ("value", "compiled"), [("1", False), ("on", False), ("0", True), ("false", True), ("", True)]
+)
+def test_POOLWATCH_PURE_PYTHON_chooses_the_interpreted_build(value: str, compiled: bool) -> None:
+    _compiled_build()
+    result = _chosen({"POOLWATCH_PURE_PYTHON": value})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(compiled)
+
+
+def test_a_bad_POOLWATCH_PURE_PYTHON_fails_at_import_naming_the_setting() -> None:
+    result = _chosen({"POOLWATCH_PURE_PYTHON": "maybe"})
+    assert result.returncode == 1
+    assert (
+        "ValueError: poolwatch: invalid POOLWATCH_PURE_PYTHON='maybe'; pure_python accepts"
+        " true/false (1/0, yes/no, on/off)"
+    ) in result.stderr
+
+
+def test_a_build_from_another_source_is_not_used(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    _compiled_build()
+    edited = tmp_path / "hotpath.py"
+    edited.write_bytes(Path(hotpath.__file__).read_bytes() + b"# edited after the build\n")
+    monkeypatch.setattr(hotpath, "__file__", str(edited))
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        assert wrappers.compiled_build() is None
+    assert "was compiled from another version of" in caplog.text
+    assert "running the interpreted module" in caplog.text
+
+
+def test_both_builds_record_the_same_exact_metrics(
+    build, postgres_url, registry, make_engine
+) -> None:
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    with engine.connect():
+        pass  # the dialect's first-connect queries, before instrumenting
+    handle = poolwatch.instrument(engine, registry=registry, pool_buckets=(0.1, 0.2, 0.3))
+    wrapper_type = type(engine.pool.__dict__["connect"]).__name__
+    assert wrapper_type == ("function" if build == "interpreted" else "cython_function_or_method")
+    m = Reader(registry, handle.name)
+    timeouts: list[BaseException] = []
+
+    def checkout() -> None:
+        try:
+            with engine.connect():
+                pass
+        except sqlalchemy.exc.TimeoutError as e:
+            timeouts.append(e)
+
+    with engine.connect():
+        threads = [threading.Thread(target=checkout) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(timeouts) == 2 and m("db_client_connection_timeouts_total") == 2
+    with engine.begin() as c:
+        c.execute(text("CREATE TEMPORARY TABLE pw_hot (id int PRIMARY KEY)"))
+        for _ in range(3):
+            c.execute(text("SELECT 1"))
+        c.execute(text("INSERT INTO pw_hot (id) VALUES (:i)"), [{"i": i} for i in range(5)])
+        c.exec_driver_sql("SELECT count(*) FROM pw_hot")  # do_execute_no_params
+    with engine.connect() as c, pytest.raises(sqlalchemy.exc.DataError):
+        c.execute(text("SELECT 1 / 0"))
+
+    # 1 held + 2 timed out + 1 transaction + 1 failing statement.
+    assert m("db_client_connection_wait_time_seconds_count") == 5
+    assert m.waits_at_least(0.1) == 2
+    assert m("db_client_connection_wait_time_seconds_bucket", le="0.2") == 5
+    assert m("db_client_connection_use_time_seconds_count") == 3
+    # The one connection was opened before instrument(): adopted as idle from the pool's queue.
+    assert (m.used, m.pending, m.idle) == (0, 0, 1)
+    series = _series(registry, handle.name)
+    assert series == {
+        ("CREATE", "CREATE TABLE pw_hot", ""): 1,
+        ("SELECT", "SELECT", ""): 3,
+        ("INSERT", "INSERT pw_hot", ""): 1,  # one executemany of five rows
+        ("SELECT", "SELECT pw_hot", ""): 1,
+        ("SELECT", "SELECT", "data_exception"): 1,  # 22012 division_by_zero, class 22
+    }
+    poolwatch.uninstrument(engine)
+    assert "connect" not in engine.pool.__dict__ and "_return_conn" not in engine.pool.__dict__
+    assert not {"do_execute", "do_execute_no_params", "do_executemany"} & set(
+        engine.dialect.__dict__
+    )
