@@ -103,25 +103,17 @@ class PoolInstrumentation:
         self._wrapped: list[weakref.ref[Pool]] = []
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
         self._lock = threading.Lock()
-        # What the installed wrappers read on every call (``_active`` below).
+        # What the installed wrappers read on every call: ``switch.on`` is True while installed.
         self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
 
-    @property
-    def _active(self) -> bool:
-        return self.switch.on
-
-    @_active.setter
-    def _active(self, on: bool) -> None:
-        self.switch.on = on
-
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
         with self._lock:
-            if self._active:
+            if self.switch.on:
                 return
-            self._active = True
+            self.switch.on = True
             engine = self._engine()
             if engine is None:
                 return
@@ -139,9 +131,9 @@ class PoolInstrumentation:
 
     def uninstall(self) -> None:
         with self._lock:
-            if not self._active:
+            if not self.switch.on:
                 return
-            self._active = False
+            self.switch.on = False
             engine = self._engine()
             for name, fn in self._listeners:
                 try:
@@ -153,7 +145,7 @@ class PoolInstrumentation:
             for ref in self._wrapped:
                 pool = ref()
                 # Only undo our own wrapper; if something wrapped it after us, ours stays in
-                # place but inert (``_active`` is False).
+                # place but inert (``switch.on`` is False).
                 for method in _WRAPPED_METHODS:
                     if pool is not None and _is_ours(pool.__dict__.get(method), self):
                         del pool.__dict__[method]
@@ -203,7 +195,7 @@ class PoolInstrumentation:
 
         def poolwatch_recreate() -> Pool:
             new_pool = recreate()
-            if instrumentation._active:
+            if instrumentation.switch.on:
                 instrumentation._follow(new_pool)
             return new_pool
 
@@ -319,7 +311,7 @@ class PoolInstrumentation:
         try:
             self.state.disown_current_records()
             with self._lock:
-                if self._active:
+                if self.switch.on:
                     self._wrap(pool)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("poolwatch: following the new pool of %r", self.state.name)

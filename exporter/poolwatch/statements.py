@@ -100,14 +100,6 @@ class StatementInstrumentation:
         self.switch = wrappers.Switch()
 
     @property
-    def _active(self) -> bool:
-        return self.switch.on
-
-    @_active.setter
-    def _active(self, on: bool) -> None:
-        self.switch.on = on
-
-    @property
     def hooks(self) -> CursorHooks | None:
         hooks: CursorHooks | None = self.switch.hooks
         return hooks
@@ -118,14 +110,14 @@ class StatementInstrumentation:
 
     def install(self) -> None:
         dialect = self._dialect()
-        if dialect is None or self._active:
+        if dialect is None or self.switch.on:
             return
-        self._active = True
+        self.switch.on = True
         for method in _METHODS:
             setattr(dialect, method, self._wrap(method, getattr(dialect, method)))
 
     def uninstall(self) -> None:
-        self._active = False
+        self.switch.on = False
         dialect = self._dialect()
         if dialect is None:
             return
