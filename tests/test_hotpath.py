@@ -123,7 +123,8 @@ def test_both_builds_record_the_same_exact_metrics(
         for _ in range(3):
             c.execute(text("SELECT 1"))
         c.execute(text("INSERT INTO pw_hot (id) VALUES (:i)"), [{"i": i} for i in range(5)])
-        c.exec_driver_sql("SELECT count(*) FROM pw_hot")  # do_execute_no_params
+        no_params = c.execution_options(no_parameters=True)  # do_execute_no_params
+        assert no_params.exec_driver_sql("SELECT count(*) FROM pw_hot").scalar() == 5
     with engine.connect() as c, pytest.raises(sqlalchemy.exc.DataError):
         c.execute(text("SELECT 1 / 0"))
 

@@ -428,6 +428,26 @@ def test_executemany_gets_one_span_per_cursor_call(
     assert names == ["INSERT test", "SELECT test"]  # one cursor call for the 50 rows
 
 
+def test_a_statement_without_parameters_is_traced_and_timed(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    # The no_parameters execution option sends the statement to the dialect's
+    # do_execute_no_params, whose signature the traced path adapts.
+    engine = engines()
+    warm(engine)
+    handle = traced(engine, traces, registry)
+    traces.exporter.clear()
+    with engine.connect() as c:
+        c = c.execution_options(no_parameters=True)
+        assert c.exec_driver_sql("SELECT 41 + 1").scalar() == 42
+    assert [s.name for s in traces.statements()] == ["SELECT test"]
+    assert registry.get_sample_value(
+        "db_client_operation_duration_seconds_count",
+        {"db_client_connection_pool_name": handle.name, "db_system_name": "postgresql",
+         "db_operation_name": "SELECT", "db_query_summary": "SELECT", "error_type": ""},
+    ) == 1  # fmt: skip
+
+
 def test_a_failing_span_processor_never_fails_the_query(
     engines: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:

@@ -111,7 +111,7 @@ def checkout_wrapper(
         if not switch.on:
             return connect()
         t0 = _clock()
-        start = t0  # one float object: the waiting key, found again by identity
+        start = t0  # one float object: the waiting key, and the start _checkout_failed gets
         waiting[start] = None
         try:
             fairy = connect()

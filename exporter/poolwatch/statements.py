@@ -17,6 +17,7 @@ path is avoided, and an exception inside a listener is reported instead of faili
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -48,7 +49,7 @@ FOLDED_TRACKED = 10_000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
-def _series(operation: str, summary: str, sink: Sink) -> Series:
+def _new_series(operation: str, summary: str, sink: Sink) -> Series:
     # The recorders are copied out of the sink: the statement path reads them from the series.
     return wrappers.Series(operation, summary, sink.record, sink.pending, sink.drain)
 
@@ -128,16 +129,14 @@ class StatementInstrumentation:
 
     def _wrap(self, method: str, original: Callable[..., Any]) -> Callable[..., Any]:
         no_params = method == "do_execute_no_params"
-        many = method == "do_executemany"
+        call = original
+        if no_params:
 
-        def call(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
-            if no_params:
+            def call(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
                 return original(cursor, statement, context)
-            return original(cursor, statement, parameters, context)
 
-        def hooked(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
-            return self._hooked(call, cursor, statement, parameters, context, many)
-
+        # A partial is a C call: no Python frame between the wrapper and _hooked.
+        hooked = functools.partial(self._hooked, call, method == "do_executemany")
         wrapper = wrappers.execute_wrapper(
             original,
             self.switch,
@@ -156,11 +155,11 @@ class StatementInstrumentation:
     def _hooked(
         self,
         call: Callable[..., Any],
+        many: bool,
         cursor: Any,
         statement: str,
         parameters: Any,
         context: Any,
-        many: bool,
     ) -> Any:
         """The statement with the cursor-event listeners around it, each guarded: what they do
         is instrumentation, and the application's statement runs whatever they raise."""
@@ -233,12 +232,12 @@ class StatementInstrumentation:
                     self.tracker.summary_folded()
                 other = self._by_summary.get(OTHER)
                 if other is None:
-                    other = _series("", OTHER, self.tracker.statement("", OTHER))
+                    other = _new_series("", OTHER, self.tracker.statement("", OTHER))
                     # "other" does not count against the cap: it is the cap's overflow.
                     self._by_summary[OTHER] = other
                 return other
             operation = operation_name(summary) if summary != OTHER else ""
-            series = _series(operation, summary, self.tracker.statement(operation, summary))
+            series = _new_series(operation, summary, self.tracker.statement(operation, summary))
             self._by_summary[summary] = series
             return series
 
