@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support.builds import BUILDS, use_build
 from tests.support.services import ThrowawayCluster, pg_url, unavailable
 
 
@@ -54,3 +55,10 @@ def engines(postgres_url: str) -> Iterator[object]:
 
     with factory() as make:
         yield lambda url=None, **kwargs: make(url or postgres_url, **kwargs)
+
+
+@pytest.fixture(params=BUILDS)
+def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test under each build of the hot path: "compiled", then "interpreted"."""
+    use_build(monkeypatch, request.param)
+    return str(request.param)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
 import subprocess
 import sys
 import threading
+from bisect import bisect_left
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import sqlalchemy
@@ -16,29 +18,9 @@ from sqlalchemy import text
 
 import poolwatch
 from poolwatch import hotpath, wrappers
+from tests.support.builds import compiled_build
 from tests.support.pools import Reader
-from tests.support.services import unavailable
 from tests.test_statements import _series
-
-BUILDS = ("compiled", "interpreted")
-_NAMES = ("Switch", "Series", "checkout_wrapper", "checkin_wrapper", "execute_wrapper")
-
-
-def _compiled_build() -> ModuleType:
-    module = wrappers.compiled_build()
-    if module is None:
-        unavailable("the compiled hot path (poolwatch._hotpath, built by setup.py)")
-    assert module is not None
-    return module
-
-
-@pytest.fixture(params=BUILDS)
-def build(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
-    """Install the wrappers of one build for this test, whatever the process chose."""
-    module = hotpath if request.param == "interpreted" else _compiled_build()
-    for name in _NAMES:
-        monkeypatch.setattr(wrappers, name, getattr(module, name))
-    return str(request.param)
 
 
 def _chosen(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,13 +34,14 @@ def _chosen(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_compiled_build_is_installed_and_chosen() -> None:
-    module = _compiled_build()
+    module = compiled_build()
     assert module.COMPILED is True and hotpath.COMPILED is False
     if wrappers.pure_python_requested():
         assert wrappers.COMPILED is False
         return
     assert wrappers.COMPILED is True
     assert wrappers.checkout_wrapper is module.checkout_wrapper
+    assert wrappers.Buckets is module.Buckets  # the histograms count in C too
     assert type(wrappers.checkout_wrapper).__name__ == "cython_function_or_method"
 
 
@@ -66,7 +49,7 @@ def test_the_compiled_build_is_installed_and_chosen() -> None:
     ("value", "compiled"), [("1", False), ("on", False), ("0", True), ("false", True), ("", True)]
 )
 def test_POOLWATCH_PURE_PYTHON_chooses_the_interpreted_build(value: str, compiled: bool) -> None:
-    _compiled_build()
+    compiled_build()
     result = _chosen({"POOLWATCH_PURE_PYTHON": value})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(compiled)
@@ -82,7 +65,7 @@ def test_a_bad_POOLWATCH_PURE_PYTHON_fails_at_import_naming_the_setting() -> Non
 
 
 def test_a_build_from_another_source_is_not_used(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    _compiled_build()
+    compiled_build()
     edited = tmp_path / "hotpath.py"
     edited.write_bytes(Path(hotpath.__file__).read_bytes() + b"# edited after the build\n")
     monkeypatch.setattr(hotpath, "__file__", str(edited))
@@ -90,6 +73,26 @@ def test_a_build_from_another_source_is_not_used(tmp_path: Path, monkeypatch, ca
         assert wrappers.compiled_build() is None
     assert "was compiled from another version of" in caplog.text
     assert "running the interpreted module" in caplog.text
+
+
+@pytest.mark.parametrize("bounds", [(0.001, 0.01, 0.1, 1.0, 10.0), (0.5,), ()])
+def test_buckets_count_each_value_where_bisect_left_puts_it(build: str, bounds) -> None:  # type: ignore[no-untyped-def]
+    module = hotpath if build == "interpreted" else compiled_build()
+    rng = random.Random(5)
+    values = [
+        *bounds, *(math.nextafter(b, math.inf) for b in bounds),
+        *(math.nextafter(b, -math.inf) for b in bounds),
+        0.0, -1.0, 1e300, 5e-324, 3,  # an int is a value too
+        *(rng.uniform(0, 12) for _ in range(500)), *(rng.expovariate(300) for _ in range(500)),
+    ]  # fmt: skip
+    buckets = module.Buckets(bounds)
+    expected = [0] * (len(bounds) + 1)
+    total = 0.0
+    for v in values:
+        buckets.record(v)
+        expected[bisect_left(bounds, v)] += 1
+        total += v  # in recording order, as a C double adds them
+    assert buckets.snapshot() == (expected, total)
 
 
 def test_both_builds_record_the_same_exact_metrics(

@@ -7,6 +7,7 @@ type annotations are never evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -14,6 +15,8 @@ T = TypeVar("T")
 compiled = False
 bint = bool
 double = float
+longlong = int
+Py_ssize_t = int
 
 
 def final(cls: T) -> T:
@@ -26,3 +29,15 @@ def cclass(cls: T) -> T:
 
 def declare(kind: Any, value: Any = None, **options: Any) -> Any:
     return value
+
+
+def _keep(function: T) -> T:
+    return function
+
+
+def boundscheck(on: bool) -> Callable[[T], T]:
+    return _keep
+
+
+def wraparound(on: bool) -> Callable[[T], T]:
+    return _keep

@@ -20,7 +20,8 @@ its exception propagates unchanged, and an error while recording is reported, ne
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ else:
     # time.perf_counter() as a C call that returns a C double: same clock, same values.
     from cython.cimports.cpython.time import perf_counter as _clock
 
-__all__ = ["COMPILED", "Series", "Switch", "checkin_wrapper", "checkout_wrapper", "execute_wrapper"]
+__all__ = [
+    "COMPILED", "Buckets", "Series", "Switch", "checkin_wrapper", "checkout_wrapper",
+    "execute_wrapper",
+]  # fmt: skip
 
 COMPILED: bool = cython.compiled
 
@@ -83,6 +87,63 @@ class Series:
         self.record = record
         self.pending = pending
         self.drain = drain
+
+
+@cython.final
+@cython.cclass
+class Buckets:
+    """A histogram's bucket counts and sum, for the compiled build: ``record`` counts a value at
+    once, in C.
+
+    Compiled, ``record`` bisects a C array of bounds and increments a C counter: no float object
+    kept, nothing deferred, nothing to drain, and as it runs no Python code and holds the GIL
+    from start to end, no other thread's ``record`` or ``snapshot`` can interleave with it.
+    Interpreted, it would be a Python call per value, dearer than the ``deque.append`` of
+    :class:`poolwatch.histogram.HistogramChild`, which is what the interpreted build uses.
+    """
+
+    # C arrays when compiled (typed memoryviews over array.array). mypy reads ``double[:]`` as
+    # ``float`` (the shim's alias), hence the ignores on the lines that index them.
+    bounds: cython.double[:]  # type: ignore[type-arg,valid-type]
+    counts: cython.longlong[:]  # type: ignore[type-arg,valid-type]
+    n: cython.Py_ssize_t
+    total: cython.double
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = array("d", bounds)  # type: ignore[assignment]
+        self.counts = array("q", [0] * (len(bounds) + 1))  # type: ignore[assignment]
+        self.n = len(bounds)
+        self.total = 0.0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def record(self, value: cython.double) -> None:
+        """Count ``value`` in the first bucket whose upper bound is >= it (``le``; +Inf last),
+        the bucket ``bisect_left`` finds."""
+        lo: cython.Py_ssize_t = 0
+        hi: cython.Py_ssize_t = self.n
+        mid: cython.Py_ssize_t
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.bounds[mid] < value:  # type: ignore[index]
+                lo = mid + 1
+            else:
+                hi = mid
+        self.counts[lo] += 1  # type: ignore[index]
+        self.total += value
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def snapshot(self) -> tuple[list[int], float]:
+        """The counts per bucket (not cumulative) and the sum, read together."""
+        i: cython.Py_ssize_t
+        # The list exists before the first read, and filling it allocates only ints and the
+        # float, which never start a garbage collection: no finaliser, so no other thread, runs
+        # between the first read and the last.
+        counts = [0] * (self.n + 1)
+        for i in range(self.n + 1):
+            counts[i] = self.counts[i]  # type: ignore[index]
+        return counts, self.total
 
 
 def checkout_wrapper(

@@ -7,6 +7,8 @@ interpreted ones do; a free-threaded build would re-enable it for a module that 
 otherwise), and unless ``POOLWATCH_PURE_PYTHON`` is true in the environment when poolwatch is
 imported (the escape hatch, should the compiled build ever be suspected). Otherwise the
 interpreted module runs: the same code, slower.
+
+The choice covers poolwatch's histograms too (:data:`Buckets`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from .config import _parse_bool
 from .guard import logger
 
 __all__ = [
-    "COMPILED", "Series", "Switch", "checkin_wrapper", "checkout_wrapper", "compiled_build",
-    "execute_wrapper", "pure_python_requested",
+    "COMPILED", "Buckets", "Series", "Switch", "checkin_wrapper", "checkout_wrapper",
+    "compiled_build", "execute_wrapper", "pure_python_requested",
 ]  # fmt: skip
 
 
@@ -74,7 +76,11 @@ Series: type[interpreted.Series] = interpreted.Series
 checkout_wrapper = interpreted.checkout_wrapper
 checkin_wrapper = interpreted.checkin_wrapper
 execute_wrapper = interpreted.execute_wrapper
+Buckets: type[interpreted.Buckets] | None = None
+"""The compiled bucket counter poolwatch's histograms record into, or None: interpreted, they
+defer values to a ``deque`` instead (see :mod:`poolwatch.histogram`)."""
 if COMPILED:
+    Buckets = _module.Buckets
     Switch = _module.Switch
     Series = _module.Series
     checkout_wrapper = _module.checkout_wrapper
