@@ -54,6 +54,8 @@ CONFIG_HELP = {
     "noop_cursor": "a no-op before_cursor_execute + after_cursor_execute listener",
     "noop_do_execute": "a no-op DialectEvents.do_execute listener",
     "noop_dialect_wrap": "a pass-through wrapper on the dialect's do_execute (poolwatch's seam)",
+    "noop_pool_wrap": "pass-through wrappers on the pool's connect and _return_conn (poolwatch's "
+    "pool seams)",
 }
 POOLWATCH_CONFIGS = frozenset({"pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"})
 

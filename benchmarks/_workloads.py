@@ -255,6 +255,22 @@ def apply_config(engine: Engine, config: str) -> Applied:
 
             setattr(dialect, method, wrapper)
         return a
+    if config == "noop_pool_wrap":
+        # poolwatch's pool seams with nothing in them: pass-through wrappers on the pool
+        # instance's connect() and _return_conn(), as poolwatch installs its own.
+        calls = a.calls
+        pool: Any = engine.pool
+        connect, return_conn = pool.connect, pool._return_conn
+
+        def pool_connect() -> Any:
+            calls[0] += 1
+            return connect()
+
+        def pool_return_conn(record: Any) -> None:
+            return_conn(record)
+
+        pool.connect, pool._return_conn = pool_connect, pool_return_conn
+        return a
     raise ValueError(f"unknown configuration {config!r}")
 
 

@@ -71,7 +71,8 @@ class Series:
     operation: str = cython.declare(str, visibility="public")
     summary: str = cython.declare(str, visibility="public")
     record: Recorder = cython.declare(object, visibility="public")
-    pending: Callable[[], int] = cython.declare(object, visibility="public")
+    pending: Callable[[], int] | None = cython.declare(object, visibility="public")
+    """None when ``record`` never defers (no call per statement to learn that nothing waits)."""
     drain: Callable[[], None] = cython.declare(object, visibility="public")
 
     def __init__(
@@ -79,7 +80,7 @@ class Series:
         operation: str,
         summary: str,
         record: Recorder,
-        pending: Callable[[], int],
+        pending: Callable[[], int] | None,
         drain: Callable[[], None],
     ) -> None:
         self.operation = operation
@@ -151,12 +152,13 @@ def checkout_wrapper(
     switch: Switch,
     instrumentation: Any,
     record_wait: Recorder,
-    pending: Callable[[], int],
+    pending: Callable[[], int] | None,
     drain: Callable[[], None],
     pending_limit: int,
     timeout_error: type[BaseException],
 ) -> Callable[[], Any]:
-    """``pool.connect`` timed: the wait, the waiting callers, the checkout time of the record."""
+    """``pool.connect`` timed: the wait, the waiting callers, the checkout time of the record.
+    ``pending`` is None when ``record_wait`` never defers."""
     state = instrumentation.state
     # Keyed by start time: two callers cannot read the same monotonic time, the GIL passes
     # between them, and a dict forgets a caller in O(1) where a list scans every waiter.
@@ -188,7 +190,7 @@ def checkout_wrapper(
             waiting.pop(start, None)
             checked_out.setdefault(fairy._connection_record, t1)
             record_wait(t1 - t0)
-            if pending() > pending_limit:
+            if pending is not None and pending() > pending_limit:
                 drain()
             if leaks is not None:
                 leaks.checked_out(fairy._connection_record)
@@ -280,7 +282,7 @@ def execute_wrapper(
             elapsed = _clock() - t0
             try:
                 series.record(elapsed)
-                if series.pending() > pending_limit:
+                if series.pending is not None and series.pending() > pending_limit:
                     series.drain()
                 if slow is not None and elapsed >= slow:
                     instrumentation._log_slow(series, statement, elapsed)
@@ -308,7 +310,7 @@ def execute_wrapper(
         elapsed = _clock() - t0
         try:
             series.record(elapsed)
-            if series.pending() > pending_limit:
+            if series.pending is not None and series.pending() > pending_limit:
                 series.drain()
             if slow is not None and elapsed >= slow:
                 instrumentation._log_slow(series, statement, elapsed)

@@ -258,9 +258,10 @@ class PrometheusTracker:
         self._timeouts = metrics.timeouts.labels(*values)
         self._leaks = metrics.leaks.labels(*values)
         self._folded = metrics.summaries_folded.labels(*values)
-        # Deferred: each recorder is a bare ``deque.append``; the listeners drain both queues
-        # when ``pending``, the waits, passes PENDING_LIMIT (uses never outnumber them by more
-        # than the connections checked out at the last drain).
+        # Compiled, each recorder counts at once and ``pending`` is NOTHING_PENDING. Interpreted,
+        # each is a bare ``deque.append``; the listeners drain both queues when ``pending``, the
+        # waits, passes PENDING_LIMIT (uses never outnumber them by more than the connections
+        # checked out at the last drain).
         self.wait: Recorder = self._wait.record
         self.use: Recorder = self._use.record
         self.pending = self._wait.pending

@@ -37,7 +37,7 @@ from .error_types import classify_error
 from .guard import logger
 from .leaks import LeakDetector
 from .state import PoolLimits, PoolState
-from .tracker import PENDING_LIMIT, PoolTracker
+from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
@@ -184,7 +184,7 @@ class PoolInstrumentation:
             self.switch,
             self,
             self.tracker.wait,
-            self.tracker.pending,
+            None if self.tracker.pending is NOTHING_PENDING else self.tracker.pending,
             self.tracker.drain,
             PENDING_LIMIT,
             sa_exc.TimeoutError,

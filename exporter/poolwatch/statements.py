@@ -32,7 +32,7 @@ from .guard import logger
 from .redact import redact_sql
 from .state import PoolState
 from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
-from .tracker import PENDING_LIMIT, PoolTracker, Sink
+from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
 
 if TYPE_CHECKING:
     from .hotpath import Series
@@ -51,7 +51,8 @@ _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 def _new_series(operation: str, summary: str, sink: Sink) -> Series:
     # The recorders are copied out of the sink: the statement path reads them from the series.
-    return wrappers.Series(operation, summary, sink.record, sink.pending, sink.drain)
+    pending = None if sink.pending is NOTHING_PENDING else sink.pending
+    return wrappers.Series(operation, summary, sink.record, pending, sink.drain)
 
 
 class CursorHooks(NamedTuple):
@@ -196,7 +197,7 @@ class StatementInstrumentation:
                 self.state.errors.report("tracing", e)
         try:
             series.record(elapsed)
-            if series.pending() > PENDING_LIMIT:
+            if series.pending is not None and series.pending() > PENDING_LIMIT:
                 series.drain()
             if self.slow_threshold is not None and elapsed >= self.slow_threshold:
                 self._log_slow(series, statement, elapsed)
