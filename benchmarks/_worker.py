@@ -58,7 +58,7 @@ def main() -> int:
     perf, cpu_ns = time.perf_counter_ns, time.process_time_ns
     # Context switches of all the worker's threads in the timed rounds: a configuration that
     # makes threads block (a contended lock, a GIL convoy) shows here before it shows in time.
-    switches = {"ops": 0, "voluntary": 0, "involuntary": 0, "sys_s": 0.0, "cpu_s": 0.0, "minflt": 0}
+    switches = {"ops": 0, "voluntary": 0, "involuntary": 0}
     for line in sys.stdin:
         try:
             msg = json.loads(line)
@@ -79,11 +79,6 @@ def main() -> int:
                 switches["ops"] += n
                 switches["voluntary"] += r1.ru_nvcsw - r0.ru_nvcsw
                 switches["involuntary"] += r1.ru_nivcsw - r0.ru_nivcsw
-                # Kernel time and page faults: where client CPU goes that no instruction count
-                # of poolwatch's own code shows.
-                switches["sys_s"] += r1.ru_stime - r0.ru_stime
-                switches["cpu_s"] += r1.ru_stime - r0.ru_stime + r1.ru_utime - r0.ru_utime
-                switches["minflt"] += r1.ru_minflt - r0.ru_minflt
                 send({"ns": t1 - t0, "cpu_ns": c1 - c0})
             elif msg["cmd"] == "quit":
                 ev = wl.evidence(applied, spec["config"])
@@ -91,8 +86,6 @@ def main() -> int:
                     ev["csw_per_op"] = round(
                         (switches["voluntary"] + switches["involuntary"]) / switches["ops"], 2
                     )
-                    ev["sys_cpu_share"] = round(switches["sys_s"] / max(switches["cpu_s"], 1e-9), 3)
-                    ev["minflt_per_op"] = round(switches["minflt"] / switches["ops"], 3)
                 if applied.handle is not None and hasattr(applied.handle, "uninstrument"):
                     applied.handle.uninstrument()
                 engine.dispose()
