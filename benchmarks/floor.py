@@ -65,14 +65,20 @@ _return = deque(maxlen=1).append
 def bare_path():
     _connect(); _noop4(None, "SELECT 1", (), None); _return(_record)
 def _pw_path(m):
+    # Recorders as poolwatch's histograms give them: compiled, a Buckets counter that never
+    # defers; interpreted, a deque drained past 128 values.
     from poolwatch.state import PoolState
     inst = types.SimpleNamespace(state=PoolState("p"), leaks=None, on_wait=None)
     q = deque()
+    if m.COMPILED:
+        rec, pending = m.Buckets([0.001, 0.01, 0.1, 1.0, 10.0]).record, None
+    else:
+        rec, pending = q.append, q.__len__
     sw = m.Switch()
     sw.on = True
-    co = m.checkout_wrapper(_connect, sw, inst, q.append, q.__len__, q.clear, 128, TimeoutError)
-    ci = m.checkin_wrapper(_return, sw, inst, q.append)
-    series = m.Series("SELECT", "SELECT", q.append, q.__len__, q.clear)
+    co = m.checkout_wrapper(_connect, sw, inst, rec, pending, q.clear, 128, TimeoutError)
+    ci = m.checkin_wrapper(_return, sw, inst, rec)
+    series = m.Series("SELECT", "SELECT", rec, pending, q.clear)
     ex = m.execute_wrapper(_noop4, sw, inst, {"SELECT 1": series}, None, None, None, 128,
                            no_params=False)
     def path():

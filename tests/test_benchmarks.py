@@ -132,6 +132,31 @@ def test_instruction_counts_of_the_contention_workload_cover_its_threads(
     assert ir["bare"] > 100_000, ir
 
 
+@pytest.mark.slow
+def test_the_attribution_configurations_do_their_work(tmp_path: Path) -> None:
+    # The configurations docs/performance.md attributes cost with, each proved by its evidence.
+    out_json = tmp_path / "attribution.json"
+    configs = "bare_imported,pw_null,pw_pool,noop_pool_wrap,noop_dialect_wrap"
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "select1_sqlite.py"), "--quick",
+        "--configs", configs, "--json", str(out_json),
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out_json.read_text())
+    timed = data["ops_per_round"] * data["rounds"]
+    ev = {name: c["evidence"] for name, c in data["configs"].items()}
+    assert set(ev) == {"bare", *configs.split(",")}
+    # One checkout per SELECT through each pool seam, one do_execute through the dialect seam
+    # (plus the warm-up, so at least the timed operations).
+    assert ev["noop_pool_wrap"]["listener_calls"] >= timed, ev
+    assert ev["noop_dialect_wrap"]["listener_calls"] >= timed, ev
+    assert ev["pw_null"]["metric_families"] == 0, ev  # nothing exported
+    # pw_pool: a wait and a use per operation, no statement histogram.
+    assert ev["pw_pool"]["histogram_observations"] >= 2 * timed, ev
+    assert ev["pw_pool"]["hotpath"] == ev["pw_null"]["hotpath"], ev
+
+
 def test_bootstrap_resamples_process_generations() -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
