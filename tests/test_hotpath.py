@@ -95,6 +95,57 @@ def test_buckets_count_each_value_where_bisect_left_puts_it(build: str, bounds) 
     assert buckets.snapshot() == (expected, total)
 
 
+def test_waiting_callers_take_a_slot_each_and_give_it_back(
+    build: str, postgres_url: str, registry, make_engine  # type: ignore[no-untyped-def]
+) -> None:
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=10)
+    handle = poolwatch.instrument(engine, registry=registry)
+    state = handle.state
+    done: list[str] = []
+
+    def checkout() -> None:
+        with engine.connect():
+            done.append("ok")
+
+    held = engine.connect()
+    threads = [threading.Thread(target=checkout) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(500):  # bounded: 5 s
+        if state.snapshot().pending == 3:
+            break
+        threading.Event().wait(0.01)
+    snap = state.snapshot()
+    # The start times come from the build's clock and are read against time.perf_counter():
+    # the same clock in both builds, or this would be far off (or negative).
+    assert snap.pending == 3 and 0 < snap.longest_wait < 5
+    slots = len(state.waiting_starts)  # a few dozen to start with
+    assert len(state.waiting_free) == slots - 3
+    held.close()
+    for t in threads:
+        t.join()
+    assert done == ["ok"] * 3
+    # Every slot back, none counted, and the slots are reused rather than grown.
+    assert state.snapshot().pending == 0 and state.snapshot().longest_wait == 0.0
+    assert sorted(state.waiting_free) == list(range(slots))
+    assert state.waiting_starts == [math.inf] * slots
+    # More callers than slots: the slots grow, then every one comes back.
+    state.waiting_free.clear()
+    held = engine.connect()
+    threads = [threading.Thread(target=checkout) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(500):
+        if state.snapshot().pending == 2:
+            break
+        threading.Event().wait(0.01)
+    assert len(state.waiting_starts) == slots + 2 and state.snapshot().pending == 2
+    held.close()
+    for t in threads:
+        t.join()
+    assert sorted(state.waiting_free) == [slots, slots + 1] and state.snapshot().pending == 0
+
+
 def test_both_builds_record_the_same_exact_metrics(
     build, postgres_url, registry, make_engine
 ) -> None:
@@ -138,6 +189,8 @@ def test_both_builds_record_the_same_exact_metrics(
     assert m("db_client_connection_use_time_seconds_count") == 3
     # The one connection was opened before instrument(): adopted as idle from the pool's queue.
     assert (m.used, m.pending, m.idle) == (0, 0, 1)
+    # The two callers that timed out gave their waiting slots back too.
+    assert sorted(handle.state.waiting_free) == list(range(len(handle.state.waiting_starts)))
     series = _series(registry, handle.name)
     assert series == {
         ("CREATE", "CREATE TABLE pw_hot", ""): 1,

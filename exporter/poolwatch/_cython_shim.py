@@ -35,6 +35,14 @@ def _keep(function: T) -> T:
     return function
 
 
+cfunc = _keep
+inline = _keep
+
+
+def exceptval(value: Any = None, *, check: bool = True) -> Callable[[T], T]:
+    return _keep
+
+
 def boundscheck(on: bool) -> Callable[[T], T]:
     return _keep
 

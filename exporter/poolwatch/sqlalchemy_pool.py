@@ -215,10 +215,12 @@ class PoolInstrumentation:
     def _return_wrapper(self, return_conn: Callable[[Any], None]) -> Callable[[Any], None]:
         return wrappers.checkin_wrapper(return_conn, self.switch, self, self.tracker.use)
 
-    def _checkout_failed(self, t0: float, error: BaseException, *, timed_out: bool) -> None:
+    def _checkout_failed(
+        self, t0: float, slot: int, error: BaseException, *, timed_out: bool
+    ) -> None:
         t1 = time.perf_counter()
         try:
-            self.state.waiting.pop(t0, None)
+            self.state.stop_waiting(slot)
             if timed_out:
                 # A wait with no checkin to follow (pool_timeout=0 can produce them in a loop).
                 self.tracker.wait(self._timed_out_wait(t1 - t0))

@@ -7,6 +7,7 @@ for them.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -19,6 +20,8 @@ from .guard import ErrorReporter
 __all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
 
 T = TypeVar("T")
+_NOT_WAITING = math.inf  # poolwatch.hotpath.NOT_WAITING: a free slot
+_WAITING_SLOTS = 64
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,11 @@ class PoolState:
 
     ``checked_out`` maps each checked-out connection record to its checkout time; ``live`` holds
     the records whose DBAPI connection is open and owned by the engine's current pool (weakly,
-    so an engine dropped by the application is collected with its connections); ``waiting``
-    holds the start time of every caller inside ``pool.connect()`` (as keys: see
-    :func:`poolwatch.hotpath.checkout_wrapper`).
+    so an engine dropped by the application is collected with its connections);
+    ``waiting_starts`` holds the start time of every caller inside ``pool.connect()``, one slot
+    each, and ``inf`` in the slots listed in ``waiting_free`` (see
+    :func:`poolwatch.hotpath.checkout_wrapper`). The slots grow to the most callers ever
+    waiting at once and are reused.
     """
 
     def __init__(self, name: str) -> None:
@@ -82,9 +87,23 @@ class PoolState:
         self.orphans: weakref.WeakSet[Any] = weakref.WeakSet()
         # A plain flag, because even an empty WeakSet costs a Python-level __len__ per checkin.
         self.has_orphans = False
-        self.waiting: dict[float, None] = {}
+        # Enough slots for most pools from the start: the free list then never shrinks to
+        # empty and back, which would reallocate it on every checkout.
+        self.waiting_starts: list[float] = [_NOT_WAITING] * _WAITING_SLOTS
+        self.waiting_free: list[int] = list(range(_WAITING_SLOTS))
+        self._slots_lock = threading.Lock()
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
+
+    def new_waiting_slot(self) -> int:
+        """A slot for a caller that found none free (its start is set by the caller)."""
+        with self._slots_lock:
+            self.waiting_starts.append(_NOT_WAITING)
+            return len(self.waiting_starts) - 1
+
+    def stop_waiting(self, slot: int) -> None:
+        self.waiting_starts[slot] = _NOT_WAITING
+        self.waiting_free.append(slot)
 
     def disown_current_records(self) -> None:
         """Called after the engine swapped in a new pool: the old pool's records are no longer
@@ -110,7 +129,7 @@ class PoolState:
         out = list(self.checked_out)
         live = self.live
         used_open = sum(1 for r in out if r in live)
-        waiting = list(self.waiting)
+        waiting = [start for start in list(self.waiting_starts) if start != _NOT_WAITING]
         now = time.perf_counter()
         return PoolSnapshot(
             used=len(out),
