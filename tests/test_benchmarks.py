@@ -45,8 +45,8 @@ def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
     if pg is not None:
         env["POOLWATCH_BENCH_PG"] = pg
     out_json = tmp_path / "bench.json"
-    # Through the one documented command (scripts/bench: its venv set-up is a no-op here, where
-    # scripts/test has just made the same venv).
+    # Through the one documented command. scripts/bench runs the suite with the repository's
+    # .venv, the one scripts/test has just set up, so its bootstrap installs nothing here.
     proc = subprocess.run(
         [str(REPO / "scripts" / "bench"), "--quick", "--json", str(out_json)],
         cwd=REPO,
