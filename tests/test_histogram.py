@@ -10,11 +10,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, text
 
 import poolwatch
-from poolwatch.histogram import Histogram
-from poolwatch.prometheus import PrometheusTracker, histogram_families, metrics_for
-from poolwatch.state import PoolState
-from poolwatch.summary import summarize_sql
-from poolwatch.tracker import PENDING_LIMIT
+from poolwatch.backends.prometheus.histogram import Histogram
+from poolwatch.backends.prometheus.metrics import PrometheusTracker, histogram_families, metrics_for
+from poolwatch.core.state import PoolState
+from poolwatch.core.tracker import PENDING_LIMIT
+from poolwatch.sql.summary import summarize_sql
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 

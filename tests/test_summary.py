@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, joinedload, mapped_column, relationship
 from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex, DropTable
 
-from poolwatch.summary import (
+from poolwatch.sql.summary import (
     MAX_SUMMARY_LEN,
     UNKNOWN_SUMMARY,
     operation_name,

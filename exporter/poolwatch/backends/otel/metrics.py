@@ -8,7 +8,7 @@ instruments are named ``poolwatch.*`` and use the Prometheus label names as attr
 Instruments belong to one meter per provider and are shared by every pool instrumented into it
 (the SDK returns the first instrument for a repeated name, and ignores the second one's
 callbacks). Gauges are observable instruments whose callbacks read each pool's
-:class:`~poolwatch.state.PoolState`, so the hot path never updates a gauge; recorders are
+:class:`~poolwatch.core.state.PoolState`, so the hot path never updates a gauge; recorders are
 ``record`` methods with the pool's attributes bound once.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from . import __version__
-from .config import Settings
-from .lifecycle import run_deferred
-from .state import PoolSet, PoolSnapshot, PoolState
-from .tracker import NOTHING_PENDING, Recorder, Sink, immediate
+from poolwatch.core.config import Settings
+from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.state import PoolSet, PoolSnapshot, PoolState
+from poolwatch.core.tracker import NOTHING_PENDING, Recorder, Sink, immediate
+from poolwatch.core.version import __version__
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
 

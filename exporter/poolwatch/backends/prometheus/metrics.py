@@ -1,9 +1,11 @@
 """Prometheus backend: the contract's metric names on a prometheus_client registry.
 
 Counters are prometheus_client's own metric objects; the four histograms are poolwatch's own
-(:mod:`poolwatch.histogram`: cheaper to observe and to expose, still registered in the registry).
+(:mod:`poolwatch.backends.prometheus.histogram`: cheaper to observe and to expose, still registered
+in the registry).
 Each pool's label children are resolved once. Gauges are produced at scrape time by a collector
-that reads each pool's :class:`~poolwatch.state.PoolState`, so the hot path never updates a gauge.
+that reads each pool's :class:`~poolwatch.core.state.PoolState`, so the hot path never updates a
+gauge.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .histogram import Histogram, HistogramChild, HistogramCollector
-from .lifecycle import run_deferred
-from .state import PoolLimits, PoolSet, PoolState
-from .tracker import Recorder, Sink, immediate
+from poolwatch.backends.prometheus.histogram import Histogram, HistogramChild, HistogramCollector
+from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.state import PoolLimits, PoolSet, PoolState
+from poolwatch.core.tracker import Recorder, Sink, immediate
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 

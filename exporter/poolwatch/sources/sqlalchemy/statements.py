@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.engine import Dialect
 
-from . import wrappers
-from .error_types import classify_error
-from .guard import logger
-from .redact import redact_sql
-from .state import PoolState
-from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
-from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.core import build as wrappers
+from poolwatch.core.errors import logger
+from poolwatch.core.state import PoolState
+from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.redact import redact_sql
+from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
 
 if TYPE_CHECKING:
-    from .hotpath import Series
+    from poolwatch.core.hotpath import Series
 
 __all__ = ["CursorHooks", "StatementInstrumentation"]
 
