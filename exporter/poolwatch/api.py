@@ -91,8 +91,8 @@ def instrument(target: Any, options: dict[str, Any], *, automatic: bool = False)
     source = source_for(target)
     if source is None:
         raise TypeError(
-            f"poolwatch: instrument() takes a sqlalchemy Engine or AsyncEngine, not "
-            f"{type(target).__name__}"
+            f"poolwatch: instrument() takes a sqlalchemy Engine or AsyncEngine or a psycopg_pool "
+            f"pool, not {type(target).__name__}"
         )
     _check_multiprocess()
     inst: Instrumentation = source.instrument(target, given, telemetry, automatic=automatic)

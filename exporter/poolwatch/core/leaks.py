@@ -25,7 +25,7 @@ __all__ = ["LeakDetector"]
 
 _STACK_LIMIT = 40
 # Frames of these packages say nothing about who checked the connection out.
-_SKIP = ("/sqlalchemy/", "/poolwatch/")
+_SKIP = ("/sqlalchemy/", "/psycopg_pool/", "/poolwatch/", "/contextlib.py")
 
 
 def _capture_stack() -> tuple[tuple[Any, int], ...]:

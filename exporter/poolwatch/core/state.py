@@ -37,9 +37,22 @@ class PoolLimits:
     pre_ping: bool | None = None
     pool_size: int | None = None
     max_overflow: int | None = None
+    # psycopg_pool's own settings, under its own names.
+    min_size: int | None = None
+    max_size: int | None = None
+    max_waiting: int | None = None
+    max_lifetime: float | None = None
+    max_idle: float | None = None
 
-    # The labels of the poolwatch_pool_info series, in this order, as every backend exports them.
-    INFO_LABELS = ("pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping")
+    # The labels of the poolwatch_pool_info series, in this order, as every backend exports them:
+    # one label set for every pool library (a metric family has one), each pool leaving the
+    # settings it does not have empty, which Prometheus stores as absent. So a SQLAlchemy pool's
+    # series is what it was before psycopg_pool's settings were added, and a psycopg_pool pool's
+    # has no pool_size/max_overflow/recycle/pre_ping.
+    INFO_LABELS = (
+        "pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping",
+        "min_size", "max_size", "max_waiting", "max_lifetime", "max_idle",
+    )  # fmt: skip
 
     def info(self) -> dict[str, str]:
         """The configuration as info-series label values ("" where the pool has no such setting)."""
@@ -94,6 +107,9 @@ class PoolState:
         self._slots_lock = threading.Lock()
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
+        # Set by a source that must bring ``live`` up to date before it is read (psycopg_pool:
+        # drop the connections the pool closed or discarded since the last collection).
+        self.refresh: Callable[[], None] | None = None
 
     def new_waiting_slot(self) -> int:
         """A slot for a caller that found none free (its start is set by the caller)."""
@@ -126,6 +142,8 @@ class PoolState:
             self.has_orphans = False
 
     def snapshot(self) -> PoolSnapshot:
+        if self.refresh is not None:
+            self.refresh()
         out = list(self.checked_out)
         live = self.live
         used_open = sum(1 for r in out if r in live)

@@ -1,0 +1,157 @@
+"""psycopg_pool pools as a :class:`poolwatch.core.instrumentation.Source`.
+
+A pool gets two seams: its own methods (:mod:`.pool`) and the cursor class of each of its
+connections (:mod:`.statements`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from poolwatch.core.instrumentation import (
+    Instrumentation,
+    TelemetryFactory,
+    instrument_source,
+    instrumented,
+    uninstrument_target,
+)
+from poolwatch.core.naming import semconv_pool_name
+from poolwatch.core.state import PoolLimits
+from poolwatch.sources.psycopg_pool import _compat
+from poolwatch.sources.psycopg_pool.pool import PsycopgPoolInstrumentation
+from poolwatch.sources.psycopg_pool.statements import PsycopgStatements
+
+__all__ = [
+    "PsycopgPoolSource",
+    "accepts",
+    "default_pool_name",
+    "instrument_pool",
+    "instrumented_pool",
+    "uninstrument_pool",
+]
+
+KIND = "psycopg_pool"
+
+
+def accepts(target: Any) -> bool:
+    # The null pools are subclasses of these two.
+    return isinstance(target, (ConnectionPool, AsyncConnectionPool))
+
+
+def default_pool_name(pool: Any) -> str:
+    """The pool's own ``name=`` if the application gave one; else ``host:port/dbname`` from its
+    conninfo and kwargs (never the user or the password). A conninfo or kwargs given as a
+    callable is not called: it may fetch credentials."""
+    explicit = _compat.explicit_name(pool)
+    if explicit is not None:
+        return explicit
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+    try:
+        params = conninfo_to_dict(conninfo, **kwargs)
+    except Exception:
+        params = {}
+    host = _first(params.get("host") or params.get("hostaddr"))
+    port = _first(params.get("port"))
+    return semconv_pool_name(
+        "postgresql",
+        host,
+        int(port) if port and port.isdigit() else None,
+        str(params["dbname"]) if params.get("dbname") else None,
+    )
+
+
+def _first(value: object) -> str | None:
+    """The first of a multi-host list (``h1,h2``)."""
+    if value is None or value == "":
+        return None
+    return str(value).split(",")[0] or None
+
+
+class PsycopgPoolSource:
+    kind = KIND
+    db_system = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._target = weakref.ref(pool)
+        self._name = default_pool_name(pool)
+        self._pool: PsycopgPoolInstrumentation | None = None
+        self._statements: PsycopgStatements | None = None
+
+    def target(self) -> Any:
+        return self._target()
+
+    def default_name(self) -> str:
+        return self._name
+
+    def limits(self) -> PoolLimits:
+        pool = self._pool
+        return pool.limits() if pool is not None else PoolLimits(pool_class="")
+
+    def install(self, inst: Instrumentation) -> None:
+        target = self._target()
+        if target is None:
+            return
+        settings = inst.settings
+        if settings.statement_metrics:
+            self._statements = PsycopgStatements(
+                inst.state,
+                inst.tracker,
+                max_summaries=settings.max_query_summaries,
+                slow_threshold=settings.slow_query_threshold,
+            )
+            self._statements.install()
+        handle = weakref.ref(inst)
+
+        def closed() -> None:
+            current = handle()
+            if current is not None:
+                current.uninstrument()
+
+        self._pool = PsycopgPoolInstrumentation(
+            target,
+            inst.state,
+            inst.tracker,
+            leaks=inst.leaks,
+            on_wait=inst.on_wait,
+            on_connect=self._statements.adopt if self._statements is not None else None,
+            on_close=closed,
+        )
+        self._pool.install()
+
+    def uninstall(self) -> None:
+        if self._pool is not None:
+            self._pool.uninstall()
+        if self._statements is not None:
+            self._statements.uninstall()
+
+
+def instrument_pool(
+    target: Any, overrides: dict[str, Any], telemetry: TelemetryFactory, *, automatic: bool = False
+) -> Instrumentation:
+    if not accepts(target):
+        raise TypeError(
+            f"poolwatch: not a psycopg_pool pool: {type(target).__name__}"
+        )
+    _compat.check_version(psycopg_pool.__version__)
+    if target.closed and getattr(target, "_opened", False):
+        raise ValueError(
+            f"poolwatch: the pool {target.name!r} is closed; instrument() accepts an open pool "
+            "or one not opened yet"
+        )
+    return instrument_source(
+        target, lambda: PsycopgPoolSource(target), overrides, telemetry, automatic=automatic
+    )
+
+
+def uninstrument_pool(target: Any) -> bool:
+    return uninstrument_target(target)
+
+
+def instrumented_pool(target: Any) -> Instrumentation | None:
+    return instrumented(target)
