@@ -314,7 +314,9 @@ def test_null_pool(postgres_url, registry, make_engine) -> None:
     assert registry.get_sample_value(
         "poolwatch_pool_info",
         {"db_client_connection_pool_name": handle.name, "pool_class": "NullPool",
-         "pool_size": "", "max_overflow": "", "timeout": "", "recycle": "", "pre_ping": "false"},
+         "pool_size": "", "max_overflow": "", "timeout": "", "recycle": "", "pre_ping": "false",
+         # psycopg_pool's settings: empty (absent in Prometheus) for a SQLAlchemy pool.
+         "min_size": "", "max_size": "", "max_waiting": "", "max_lifetime": "", "max_idle": ""},
     ) == 1  # fmt: skip
 
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django.apps import AppConfig
-
 from poolwatch import api
 from poolwatch.core.config import resolve_settings
 from poolwatch.core.errors import logger
 
-__all__ = ["PoolwatchConfig", "install", "uninstall"]
+__all__ = ["install", "uninstall"]
 
 _lock = threading.Lock()
 _original: Any = None
@@ -90,12 +88,3 @@ def uninstall() -> None:
         _original = None
     for created in list(DatabaseWrapper._connection_pools.values()):
         api.uninstrument(created)
-
-
-class PoolwatchConfig(AppConfig):
-    name = "poolwatch.django"
-    label = "poolwatch"
-    verbose_name = "poolwatch"
-
-    def ready(self) -> None:
-        install()
