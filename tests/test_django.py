@@ -64,6 +64,7 @@ def project(postgres_url: str) -> Iterator[Any]:
 
 def test_every_pooled_alias_under_its_name(project, postgres_url) -> None:
     from django.db import connections
+
     import poolwatch
 
     assert get("/tables/default") == 200

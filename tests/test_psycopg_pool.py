@@ -7,7 +7,7 @@ import gc
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -93,7 +93,7 @@ def test_connection_context_manager_and_statements(make_pool, registry, build):
 
 def test_application_cursor_and_row_factories_are_kept(make_pool, registry, build):
     class AppCursor(psycopg.ClientCursor):  # type: ignore[type-arg]
-        seen: list[str] = []
+        seen: ClassVar[list[str]] = []
 
         def execute(self, query, params=None, **kw):  # type: ignore[no-untyped-def, override]
             self.seen.append(str(query))
@@ -279,3 +279,34 @@ def test_leak_with_the_callers_stack(make_pool, registry, caplog):
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "in checkout_that_leaks" in warning and "test_psycopg_pool.py" in warning
     assert "/psycopg_pool/" not in warning
+
+
+def test_an_engine_on_an_uninstrumented_psycopg_pool_is_said_once(
+    make_pool, registry, make_engine, caplog
+):
+    from sqlalchemy.pool import NullPool
+
+    pool = make_pool(min_size=0, max_size=3, close_returns=True)
+    engine = make_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool)
+    poolwatch.instrument(engine, registry=registry, name="behind-creator")
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        for _ in range(2):
+            with engine.connect():
+                pass
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "come from the psycopg_pool" in warning and "not instrumented" in warning
+
+    caplog.clear()
+    early = make_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool)
+    handle = poolwatch.instrument(pool, registry=registry)
+    # Instrumented first, so pool.getconn is poolwatch's wrapper.
+    other = make_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool)
+    poolwatch.instrument(other, registry=registry, name="behind-instrumented")
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        with other.connect():
+            assert Reader(registry, handle.name).used == 1  # the true pool sees it
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    poolwatch.instrument(early, registry=registry, name="bound-too-early")
+    with caplog.at_level(logging.WARNING, logger="poolwatch"), early.connect():
+        pass  # its creator is the method bound before the psycopg_pool was instrumented
+    assert "before that psycopg_pool was instrumented" in caplog.text

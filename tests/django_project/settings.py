@@ -13,7 +13,7 @@ _url = make_url(os.environ.get("POOLWATCH_TEST_PG",
 _db = {"ENGINE": "django.db.backends.postgresql", "NAME": _url.database, "USER": _url.username,
        "PASSWORD": _url.password or "", "HOST": _url.host, "PORT": str(_url.port or 5432)}
 
-SECRET_KEY = "poolwatch-tests"  # noqa: S105 (a test project)
+SECRET_KEY = "poolwatch-tests"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver"]
 USE_TZ = True

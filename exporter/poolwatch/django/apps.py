@@ -7,7 +7,7 @@ from django.apps import AppConfig
 __all__ = ["PoolwatchConfig"]
 
 
-class PoolwatchConfig(AppConfig):
+class PoolwatchConfig(AppConfig):  # type: ignore[misc]
     name = "poolwatch.django"
     label = "poolwatch"
     verbose_name = "poolwatch"

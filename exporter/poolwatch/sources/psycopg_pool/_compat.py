@@ -64,7 +64,7 @@ def check_version(version: str) -> None:
 
 def connect_seam(pool: Any) -> Callable[..., Any] | None:
     """The pool's ``_connect``, or None (logged once) on a version without it."""
-    method = getattr(pool, CONNECT_SEAM, None)
+    method: Callable[..., Any] | None = getattr(pool, CONNECT_SEAM, None)
     if callable(method):
         return method
     _warn_once(

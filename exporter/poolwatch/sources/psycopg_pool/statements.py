@@ -118,7 +118,7 @@ class PsycopgStatements:
 
     def _executemany(self, base: type) -> Callable[..., Any]:
         """Off the hot path (one call for many rows): plain Python."""
-        original = base.executemany
+        original: Callable[..., Any] = getattr(base, "executemany")  # noqa: B009
         statements = self
 
         if issubclass(base, psycopg.AsyncCursor):
