@@ -12,7 +12,7 @@ import sys
 from _harness import interleaved_main
 
 FULL = {"rounds": 40, "n": 500, "warmup": 1_000, "processes": 8}
-QUICK = {"rounds": 2, "n": 50, "warmup": 20, "processes": 2}
+QUICK = {"rounds": 1, "n": 20, "warmup": 5, "processes": 1}
 CONFIGS = ("bare", "pw", "pw_py", "otel", "bare_aa")
 
 if __name__ == "__main__":
