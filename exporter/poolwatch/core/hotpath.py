@@ -317,6 +317,8 @@ def checkin_wrapper(
         try:
             # Before the record is back in the pool, where another thread may take it.
             t0 = checked_out.pop(record, None)
+            if t0 is None:
+                state.returned_unknown(record)
             if state.has_orphans:
                 state.orphan_returned(record)
             if leaks is not None:
@@ -353,6 +355,8 @@ def async_checkin_wrapper(
         t0 = None
         try:
             t0 = checked_out.pop(conn, None)
+            if t0 is None:
+                state.returned_unknown(conn)
             if leaks is not None:
                 leaks.checked_in(conn, t0)
         except Exception as e:

@@ -37,6 +37,7 @@ from psycopg_pool import (
 
 from poolwatch.core import build as wrappers
 from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
 from poolwatch.sources.psycopg_pool import _compat
@@ -84,6 +85,7 @@ class PsycopgPoolInstrumentation:
         on_wait: Callable[[float, float, BaseException | None], None] | None,
         on_connect: Callable[[Any], None] | None = None,
         on_close: Callable[[], None] | None = None,
+        probe: ServerProbe | None = None,
     ) -> None:
         self._pool = weakref.ref(pool)
         self.state = state
@@ -93,6 +95,7 @@ class PsycopgPoolInstrumentation:
         # A new connection (the statement seam derives its cursor class), and the pool closed.
         self._on_connect = on_connect
         self._on_close = on_close
+        self._probe = probe
         self.is_async = isinstance(pool, AsyncConnectionPool)
         self.switch = wrappers.Switch()
         self._lock = threading.Lock()
@@ -232,6 +235,9 @@ class PsycopgPoolInstrumentation:
         try:
             self.state.live.add(conn)
             self.tracker.created(seconds)
+            if self._probe is not None:
+                # Before the statement seam: the probe's own query is not the application's.
+                self._probe.maybe_read(conn)
             if self._on_connect is not None:
                 self._on_connect(conn)
         except Exception as e:

@@ -6,6 +6,7 @@ connections (:mod:`.statements`).
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import Any
 
@@ -20,11 +21,13 @@ from poolwatch.core.instrumentation import (
     instrumented,
     uninstrument_target,
 )
-from poolwatch.core.naming import semconv_pool_name
+from poolwatch.core.naming import DEFAULT_PORTS, semconv_pool_name
+from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits
 from poolwatch.sources.psycopg_pool import _compat
 from poolwatch.sources.psycopg_pool.pool import PsycopgPoolInstrumentation
 from poolwatch.sources.psycopg_pool.statements import PsycopgStatements
+from poolwatch.sql.server_limits import read_server_limits
 
 __all__ = [
     "PsycopgPoolSource",
@@ -43,13 +46,10 @@ def accepts(target: Any) -> bool:
     return isinstance(target, (ConnectionPool, AsyncConnectionPool))
 
 
-def default_pool_name(pool: Any) -> str:
-    """The pool's own ``name=`` if the application gave one; else ``host:port/dbname`` from its
-    conninfo and kwargs (never the user or the password). A conninfo or kwargs given as a
-    callable is not called: it may fetch credentials."""
-    explicit = _compat.explicit_name(pool)
-    if explicit is not None:
-        return explicit
+def server_of(pool: Any) -> tuple[str | None, int | None, str | None]:
+    """``(host, port, dbname)`` from the pool's conninfo and kwargs (semconv ``server.address``,
+    ``server.port``, ``db.namespace``). A conninfo or kwargs given as a callable is not called:
+    it may fetch credentials."""
     conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
     kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
     try:
@@ -58,12 +58,18 @@ def default_pool_name(pool: Any) -> str:
         params = {}
     host = _first(params.get("host") or params.get("hostaddr"))
     port = _first(params.get("port"))
-    return semconv_pool_name(
-        "postgresql",
-        host,
-        int(port) if port and port.isdigit() else None,
-        str(params["dbname"]) if params.get("dbname") else None,
-    )
+    dbname = str(params["dbname"]) if params.get("dbname") else None
+    number = int(port) if port and port.isdigit() else None
+    return host, (number or DEFAULT_PORTS["postgresql"]) if host else None, dbname
+
+
+def default_pool_name(pool: Any) -> str:
+    """The pool's own ``name=`` if the application gave one; else ``host:port/dbname`` from its
+    conninfo and kwargs (never the user or the password)."""
+    explicit = _compat.explicit_name(pool)
+    if explicit is not None:
+        return explicit
+    return semconv_pool_name("postgresql", *server_of(pool))
 
 
 def _first(value: object) -> str | None:
@@ -80,6 +86,7 @@ class PsycopgPoolSource:
     def __init__(self, pool: Any) -> None:
         self._target = weakref.ref(pool)
         self._name = default_pool_name(pool)
+        self._server = server_of(pool)
         self._pool: PsycopgPoolInstrumentation | None = None
         self._statements: PsycopgStatements | None = None
 
@@ -91,13 +98,28 @@ class PsycopgPoolSource:
 
     def limits(self) -> PoolLimits:
         pool = self._pool
-        return pool.limits() if pool is not None else PoolLimits(pool_class="")
+        limits = pool.limits() if pool is not None else PoolLimits(pool_class="")
+        host, port, dbname = self._server
+        return dataclasses.replace(
+            limits, server_address=host, server_port=port, db_namespace=dbname
+        )
+
+    def released(self) -> bool:
+        target = self._target()
+        return target is not None and bool(target.closed) and bool(getattr(target, "_opened", 0))
 
     def install(self, inst: Instrumentation) -> None:
         target = self._target()
         if target is None:
             return
         settings = inst.settings
+        inst.state.is_open = _is_open
+        probe = None
+        if settings.server_limits and not isinstance(target, AsyncConnectionPool):
+            # Read on a connection the pool opens anyway; an async connection's execute is a
+            # coroutine, which the probe cannot await.
+            probe = ServerProbe(inst.state, self.db_system, semconv_pool_name(
+                "postgresql", *self._server), read_server_limits)
         if settings.statement_metrics:
             self._statements = PsycopgStatements(
                 inst.state,
@@ -121,6 +143,7 @@ class PsycopgPoolSource:
             on_wait=inst.on_wait,
             on_connect=self._statements.adopt if self._statements is not None else None,
             on_close=closed,
+            probe=probe,
         )
         self._pool.install()
 
@@ -129,6 +152,10 @@ class PsycopgPoolSource:
             self._pool.uninstall()
         if self._statements is not None:
             self._statements.uninstall()
+
+
+def _is_open(conn: Any) -> bool:
+    return not conn.closed
 
 
 def instrument_pool(
