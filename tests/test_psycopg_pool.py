@@ -197,13 +197,27 @@ def test_names_info_and_handle(make_pool, registry, postgres_url):
     info = {k: v for k, v in _info(registry, handle.name).items() if v}
     assert info == {"db_client_connection_pool_name": handle.name,
                     "pool_class": "ConnectionPool", "timeout": "2.5", "min_size": "1",
-                    "max_size": "3", "max_waiting": "7", "max_lifetime": "600", "max_idle": "60"}
+                    "max_size": "3", "max_waiting": "7", "max_lifetime": "600", "max_idle": "60",
+                    "server_address": "127.0.0.1", "server_port": "5432", "db_namespace": "test"}
+
     named = make_pool(name="orders", min_size=0, max_size=1)
     assert poolwatch.instrument(named, registry=registry).name == "orders"
     overridden = make_pool(name="ignored", min_size=0, max_size=1)
     assert poolwatch.instrument(overridden, registry=registry, name="billing").name == "billing"
     with pytest.raises(ValueError, match="name="):
         poolwatch.instrument(make_pool(min_size=0, max_size=1), registry=registry, name="orders")
+
+
+def test_server_limits_are_read_on_a_new_connection(make_pool, registry):
+    pool = make_pool(min_size=0, max_size=1)
+    handle = poolwatch.instrument(pool, registry=registry)
+    with pool.connection() as conn:  # the pool opens it: the probe reads on it, then it is ours
+        cur = psycopg.ClientCursor(conn)
+        allowed = cur.execute("SELECT current_setting('max_connections')::int"
+                              " - current_setting('superuser_reserved_connections')::int"
+                              " - coalesce(nullif(current_setting('reserved_connections', true),"
+                              " '')::int, 0)").fetchone()[0]
+    assert Reader(registry, handle.name)("poolwatch_server_connections_max") == allowed
 
 
 def _info(registry: Any, name: str) -> dict[str, str]:

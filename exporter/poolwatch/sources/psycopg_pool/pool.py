@@ -109,7 +109,6 @@ class PsycopgPoolInstrumentation:
             if pool is None or self.switch.on:
                 return
             self.switch.on = True
-            self.state.limits = self.limits
             self.state.refresh = self.refresh
             self._stats_seen = self._counters(pool)
             connect = _compat.connect_seam(pool)

@@ -10,7 +10,9 @@ import dataclasses
 import weakref
 from typing import Any
 
+import psycopg
 import psycopg_pool
+from psycopg.rows import tuple_row
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -119,7 +121,7 @@ class PsycopgPoolSource:
             # Read on a connection the pool opens anyway; an async connection's execute is a
             # coroutine, which the probe cannot await.
             probe = ServerProbe(inst.state, self.db_system, semconv_pool_name(
-                "postgresql", *self._server), read_server_limits)
+                "postgresql", *self._server), _read_limits)
         if settings.statement_metrics:
             self._statements = PsycopgStatements(
                 inst.state,
@@ -152,6 +154,24 @@ class PsycopgPoolSource:
             self._pool.uninstall()
         if self._statements is not None:
             self._statements.uninstall()
+
+
+class _PlainCursors:
+    """The connection as the probe sees it: psycopg's own cursor with tuple rows, whatever
+    ``cursor_factory`` and ``row_factory`` the application gave the connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def cursor(self) -> Any:
+        return psycopg.Cursor(self._conn, row_factory=tuple_row)
+
+    def rollback(self) -> None:
+        self._conn.rollback()
+
+
+def _read_limits(conn: Any, db_system: str) -> Any:
+    return read_server_limits(_PlainCursors(conn), db_system)
 
 
 def _is_open(conn: Any) -> bool:
