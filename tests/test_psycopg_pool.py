@@ -104,6 +104,7 @@ def test_application_cursor_and_row_factories_are_kept(make_pool, registry, buil
         conn.row_factory = psycopg.rows.dict_row
 
     pool = make_pool(min_size=1, max_size=1, configure=configure)
+    pool.wait()
     handle = poolwatch.instrument(pool, registry=registry)
     m = Reader(registry, handle.name)
     pool.check()  # the idle connection was made before instrument(): adopted, not replaced
@@ -112,7 +113,8 @@ def test_application_cursor_and_row_factories_are_kept(make_pool, registry, buil
         assert isinstance(cur, AppCursor)
         assert cur.fetchone() == {"one": 1}
         assert conn.row_factory is psycopg.rows.dict_row
-    assert AppCursor.seen == ["SELECT 1 AS one"]
+    # The application's class ran the pool's own check (an empty query) and the statement.
+    assert AppCursor.seen == ["", "SELECT 1 AS one"]
     assert m("db_client_operation_duration_seconds_count", db_system_name="postgresql",
              db_operation_name="SELECT", db_query_summary="SELECT", error_type="") == 1
     poolwatch.uninstrument(pool)
@@ -324,3 +326,40 @@ def test_an_engine_on_an_uninstrumented_psycopg_pool_is_said_once(
     with caplog.at_level(logging.WARNING, logger="poolwatch"), early.connect():
         pass  # its creator is the method bound before the psycopg_pool was instrumented
     assert "before that psycopg_pool was instrumented" in caplog.text
+
+
+def test_statement_and_wait_spans_when_tracing_is_on(make_pool, registry):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from poolwatch.backends.otel.tracing import WAIT_SPAN_NAME
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    pool = make_pool(min_size=1, max_size=1)
+    pool.wait()
+    handle = poolwatch.instrument(pool, registry=registry, tracer_provider=provider,
+                                  wait_span_threshold=0)
+    pool.check()
+    with pool.connection() as conn:
+        assert isinstance(conn.cursor(), psycopg.Cursor)
+        conn.execute("SELECT 'secret-literal' AS x")
+    spans = exporter.get_finished_spans()
+    (wait,) = [s for s in spans if s.name == WAIT_SPAN_NAME]
+    assert wait.attributes["db.client.connection.pool.name"] == handle.name
+    statements = [s for s in spans if s.name != WAIT_SPAN_NAME]
+    # The pool's own check (an empty query), then the application's statement.
+    assert [(s.name, s.attributes.get("db.query.text")) for s in statements] == [
+        ("other", ""), ("SELECT", "SELECT ? AS x")]
+    assert statements[1].attributes["db.client.connection.pool.name"] == handle.name
+    assert statements[1].attributes["db.system.name"] == "postgresql"
+    m = Reader(registry, handle.name)
+    assert m("db_client_operation_duration_seconds_count", db_system_name="postgresql",
+             db_operation_name="SELECT", db_query_summary="SELECT", error_type="") == 1
+    assert m.get("db_client_operation_duration_seconds_count", db_system_name="postgresql",
+                 db_operation_name="", db_query_summary="other", error_type="") is None
+    poolwatch.uninstrument(pool)
+    with pool.connection() as conn:
+        assert conn.cursor_factory is psycopg.Cursor

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import tuple_row
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from poolwatch.core.instrumentation import (
@@ -30,6 +30,9 @@ from poolwatch.sources.psycopg_pool import _compat
 from poolwatch.sources.psycopg_pool.pool import PsycopgPoolInstrumentation
 from poolwatch.sources.psycopg_pool.statements import PsycopgStatements
 from poolwatch.sql.server_limits import read_server_limits
+
+if TYPE_CHECKING:
+    from poolwatch.sources.psycopg_pool.tracing import PsycopgTracing
 
 __all__ = [
     "PsycopgPoolSource",
@@ -91,6 +94,7 @@ class PsycopgPoolSource:
         self._server = server_of(pool)
         self._pool: PsycopgPoolInstrumentation | None = None
         self._statements: PsycopgStatements | None = None
+        self._tracing: PsycopgTracing | None = None
 
     def target(self) -> Any:
         return self._target()
@@ -130,6 +134,20 @@ class PsycopgPoolSource:
                 slow_threshold=settings.slow_query_threshold,
             )
             self._statements.install()
+        on_connect = self._statements.adopt if self._statements is not None else None
+        if inst.telemetry.tracing is not None:
+            from poolwatch.sources.psycopg_pool.tracing import PsycopgTracing
+
+            inst.telemetry.tracing.timeout_errors = (psycopg_pool.PoolTimeout,)
+            self._tracing = PsycopgTracing(inst.telemetry.tracing, inst.state)
+            timed, traced = on_connect, self._tracing.adopt
+
+            def on_connect(conn: Any) -> None:
+                # Timed first: OpenTelemetry's class then derives from poolwatch's.
+                if timed is not None:
+                    timed(conn)
+                traced(conn)
+
         handle = weakref.ref(inst)
 
         def closed() -> None:
@@ -143,7 +161,7 @@ class PsycopgPoolSource:
             inst.tracker,
             leaks=inst.leaks,
             on_wait=inst.on_wait,
-            on_connect=self._statements.adopt if self._statements is not None else None,
+            on_connect=on_connect,
             on_close=closed,
             probe=probe,
         )
@@ -152,6 +170,8 @@ class PsycopgPoolSource:
     def uninstall(self) -> None:
         if self._pool is not None:
             self._pool.uninstall()
+        if self._tracing is not None:
+            self._tracing.uninstall()
         if self._statements is not None:
             self._statements.uninstall()
 

@@ -42,6 +42,14 @@ STATEMENT_CACHE_SIZE = 2000
 FOLDED_TRACKED = 10_000
 
 
+def _ignore(seconds: float) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
+
 class PsycopgStatements:
     def __init__(
         self,
@@ -64,6 +72,7 @@ class PsycopgStatements:
         self._derived: dict[type, type] = {}
         self._bases: dict[type, type] = {}
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._ignored = wrappers.Series("", "", _ignore, None, _nothing)
 
     def install(self) -> None:
         self.switch.on = True
@@ -160,6 +169,13 @@ class PsycopgStatements:
     # -- series ----------------------------------------------------------------------------------
     def _series_for(self, query: Any) -> Series:
         try:
+            if query == "":
+                # psycopg_pool's check_connection() (and Django's health checks): a round trip
+                # of the pool's, not a statement of the application's. Cached like any string,
+                # so the check costs the statement path a lookup and a no-op call.
+                with self._lock:
+                    self._cache[""] = self._ignored
+                return self._ignored
             if isinstance(query, str):
                 series = self._cache.get(query)
                 if series is not None:
