@@ -363,3 +363,26 @@ def test_statement_and_wait_spans_when_tracing_is_on(make_pool, registry):
     poolwatch.uninstrument(pool)
     with pool.connection() as conn:
         assert conn.cursor_factory is psycopg.Cursor
+
+
+def test_without_the_private_connect_seam(make_pool, registry, postgres_url, monkeypatch, caplog):
+    """A psycopg_pool without ``_connect``: a warning once, and the gauges still right (new
+    connections are counted from their first checkout)."""
+    monkeypatch.setattr(_compat, "CONNECT_SEAM", "_no_such_method")
+    monkeypatch.setattr(_compat, "_warned", set())
+    pool = make_pool(min_size=1, max_size=2, timeout=10)
+    pool.wait()
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        handle = poolwatch.instrument(pool, registry=registry)
+        poolwatch.instrument(make_pool(min_size=0, max_size=1), registry=registry)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "has no _no_such_method()" in warning
+    m = Reader(registry, handle.name)
+    assert observed(m) == (0, 1)
+    a, b = pool.getconn(), pool.getconn()  # b is a connection poolwatch never saw opening
+    assert observed(m) == (2, 0)
+    pool.putconn(a)
+    pool.putconn(b)
+    assert observed(m) == (0, 2)
+    assert agrees(pool, m, postgres_url)
+    assert m("db_client_connection_create_time_seconds_count") == 0  # not seen without the seam
