@@ -280,7 +280,8 @@ def test_wheel_and_sdist_from_a_clean_copy(tmp_path: Path) -> None:
     unpacked = tmp_path / "unpacked" / f"poolwatch-{version}"
     out = _run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_summary.py",
-         "tests/test_alerts.py", "tests/test_hotpath.py::test_the_compiled_build_is_installed_and_chosen",
+         "tests/test_alerts.py::test_promtool_check_rules",
+         "tests/test_hotpath.py::test_the_compiled_build_is_installed_and_chosen",
          "tests/test_package.py::test_poolwatch_rules_without_a_selector_writes_the_repositorys_rules"],
         unpacked, {**env, "PYTHONPATH": f"{site}{os.pathsep}{unpacked}"},
     )  # fmt: skip
