@@ -58,9 +58,7 @@ def main() -> int:
     args = parser.parse_args()
     invocations = 20 if args.quick else 400
 
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True
-    )
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     try:
         assert receiver.stdout is not None
         port = int(receiver.stdout.readline())

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 import traceback
 import zipfile
 from pathlib import Path
@@ -27,6 +26,8 @@ import poolwatch
 from poolwatch import assets, cli, hotpath
 from tests.support.builds import use_build
 from tests.support.services import prometheus_binary
+
+tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -147,7 +148,7 @@ def test_the_job_selector_goes_into_every_raw_series_selector(expr: str, expecte
 
 @pytest.mark.parametrize("selector", ["api", 'job="api"; drop', "job=api", 'job="a"}{', ""])
 def test_a_bad_job_selector_is_refused_naming_the_setting(selector: str) -> None:
-    with pytest.raises(ValueError, match="job_selector: .* PromQL matchers such as"):
+    with pytest.raises(ValueError, match=r"job_selector: .* PromQL matchers such as"):
         assets.rules(selector)
 
 

@@ -52,9 +52,7 @@ def rules(job_selector: str | None = None) -> str:
 def dashboard_files() -> list[str]:
     """The dashboards' file names (``poolwatch-*.json``)."""
     return sorted(
-        entry.name
-        for entry in _directory("dashboards").iterdir()
-        if entry.name.endswith(".json")
+        entry.name for entry in _directory("dashboards").iterdir() if entry.name.endswith(".json")
     )
 
 
@@ -89,7 +87,9 @@ _AGGREGATIONS = frozenset(
     {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
      "topk", "quantile", "limitk", "limit_ratio"}
 )  # fmt: skip
-_KEYWORDS = _LABEL_LISTS | _AGGREGATIONS | {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"}
+_KEYWORDS = (
+    _LABEL_LISTS | _AGGREGATIONS | {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"}
+)
 
 
 def _matchers(job_selector: str) -> str:
@@ -144,8 +144,10 @@ def with_expression_selector(expr: str, matchers: str) -> str:
         if following is not None and following.group(0) == "{":
             j = tokens.index(following)
             closing = _next_significant(tokens, j + 1)
-            out.extend(t.group(0) for t in tokens[i:j + 1])
-            out.append(matchers if closing is not None and closing.group(0) == "}" else matchers + ", ")
+            out.extend(t.group(0) for t in tokens[i : j + 1])
+            out.append(
+                matchers if closing is not None and closing.group(0) == "}" else matchers + ", "
+            )
             i = j + 1
             depth_skip.append("skip")
         else:
@@ -168,8 +170,8 @@ _EXPR_LINE = re.compile(r"^(?P<indent>\s*)(?:-\s+)?expr:\s*(?P<value>.*)$")
 
 def with_job_selector(rules_yaml: str, job_selector: str) -> str:
     """The rules file with ``job_selector`` added to every ``expr``: block scalars (``|``)
-    are edited in place, so the file keeps its comments; a one-line expression is written back
-    as a double-quoted YAML string."""
+    are edited in place, so the file keeps its comments; a one-line expression stays a plain
+    scalar where YAML reads it the same, else becomes a double-quoted one."""
     matchers = _matchers(job_selector)
     lines = rules_yaml.splitlines(keepends=True)
     out: list[str] = []

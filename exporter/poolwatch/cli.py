@@ -52,8 +52,8 @@ def _add_rules_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     rules.add_argument(
         "--job-selector",
         metavar="MATCHERS",
-        help='label matchers added to every series the rules read, e.g. \'job="api"\' or'
-        " 'job=~\"api|worker\",env=\"prod\"' (default: every job)",
+        help="label matchers added to every series the rules read, e.g. 'job=\"api\"' or"
+        ' \'job=~"api|worker",env="prod"\' (default: every job)',
     )
     rules.add_argument(
         "-o", "--output", metavar="FILE", type=Path, help="write to FILE (default: stdout)"

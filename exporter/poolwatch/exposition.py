@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import gzip
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +28,8 @@ from .prometheus import histogram_families
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "ASGIApp",
+    "WSGIApp",
     "generate_latest",
     "make_asgi_app",
     "make_wsgi_app",
@@ -125,21 +127,27 @@ def _respond(
 
 
 _StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-_WSGIApp = Callable[[MutableMapping[str, Any], _StartResponse], Iterable[bytes]]
+WSGIApp = Callable[[MutableMapping[str, Any], _StartResponse], Iterable[bytes]]
+"""A WSGI application: ``app(environ, start_response)``."""
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+"""An ASGI 3 application: ``await app(scope, receive, send)``."""
 _REASONS = {200: "OK", 405: "Method Not Allowed"}
 
 
-def make_wsgi_app(registry: CollectorRegistry = REGISTRY, disable_compression: bool = False) -> _WSGIApp:
+def make_wsgi_app(
+    registry: CollectorRegistry = REGISTRY, disable_compression: bool = False
+) -> WSGIApp:
     """A WSGI app serving ``registry`` with :func:`generate_latest`: text format or
     OpenMetrics as the ``Accept`` header asks, gzip when accepted (unless
     ``disable_compression``), ``?name[]=...`` to select families; any path, like
     prometheus_client's ``make_wsgi_app``, which it replaces."""
 
-    def metrics_app(environ: MutableMapping[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+    def metrics_app(
+        environ: MutableMapping[str, Any], start_response: _StartResponse
+    ) -> Iterable[bytes]:
         status, headers, body = _respond(
             registry,
             environ.get("REQUEST_METHOD", "GET"),
@@ -155,7 +163,9 @@ def make_wsgi_app(registry: CollectorRegistry = REGISTRY, disable_compression: b
     return metrics_app
 
 
-def make_asgi_app(registry: CollectorRegistry = REGISTRY, disable_compression: bool = False) -> _ASGIApp:
+def make_asgi_app(
+    registry: CollectorRegistry = REGISTRY, disable_compression: bool = False
+) -> ASGIApp:
     """An ASGI app serving ``registry`` with :func:`generate_latest` (the same answers as
     :func:`make_wsgi_app`), like prometheus_client's ``make_asgi_app``, which it replaces.
     The exposition runs on the event loop, as prometheus_client's does: it is CPU-bound under
