@@ -1,11 +1,11 @@
 """What pyproject.toml cannot say: compile poolwatch's hot path with Cython, and put the alert
 rules and dashboards into the package.
 
-``exporter/poolwatch/hotpath.py`` is compiled as ``poolwatch._hotpath``, from a copy with the
-source's digest appended (so a build left over from an older source is never used, see
-``poolwatch/wrappers.py``). The copy lives in the build's temporary directory, under the
+``exporter/poolwatch/core/hotpath.py`` is compiled as ``poolwatch.core._hotpath``, from a copy
+with the source's digest appended (so a build left over from an older source is never used, see
+``poolwatch/core/build.py``). The copy lives in the build's temporary directory, under the
 source's own package-relative path, and Cython runs from there: the file name it records for
-tracebacks is then ``poolwatch/hotpath.py``, which Python's ``linecache`` finds on ``sys.path``
+tracebacks is then ``poolwatch/core/hotpath.py``, which Python's ``linecache`` finds on ``sys.path``
 (the installed source, same line numbers), instead of a build path the user does not have. The
 module is stripped (no debug info). It is optional: on PyPy, without a C compiler or Cython,
 or with ``POOLWATCH_PURE_PYTHON=1`` set at install time, poolwatch installs and runs the same
@@ -34,15 +34,15 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 PACKAGE_ROOT = Path("exporter")
-SOURCE = PACKAGE_ROOT / "poolwatch" / "hotpath.py"
-MODULE = "poolwatch._hotpath"
+SOURCE = PACKAGE_ROOT / "poolwatch" / "core" / "hotpath.py"
+MODULE = "poolwatch.core._hotpath"
 ASSETS = {"alerts": ["alerts/poolwatch.rules.yml"], "dashboards": ["dashboards/*.json"]}
 ASSETS_DIR = Path("poolwatch") / "_assets"
 EGG_INFO = PACKAGE_ROOT / "poolwatch.egg-info"
 
 
 def _pure_python() -> bool:
-    # The values poolwatch accepts at run time (poolwatch.wrappers.pure_python_requested).
+    # The values poolwatch accepts at run time (poolwatch.core.build.pure_python_requested).
     return os.environ.get("POOLWATCH_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -85,7 +85,7 @@ class BuildExt(build_ext):
             raise CompileError(f"Cython is not installed ({e})") from e
         source = SOURCE.read_bytes()
         root = Path(self.build_temp).resolve() / "cython"
-        relative = SOURCE.relative_to(PACKAGE_ROOT)  # poolwatch/hotpath.py
+        relative = SOURCE.relative_to(PACKAGE_ROOT)  # poolwatch/core/hotpath.py
         generated = root / relative
         generated.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(source).hexdigest()

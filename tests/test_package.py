@@ -23,7 +23,8 @@ from sqlalchemy import text
 from trove_classifiers import classifiers as known_classifiers
 
 import poolwatch
-from poolwatch import assets, cli, hotpath
+from poolwatch import assets, cli
+from poolwatch.core import hotpath
 from tests.support.builds import use_build
 from tests.support.services import prometheus_binary
 
@@ -239,7 +240,7 @@ def test_wheel_and_sdist_from_a_clean_copy(tmp_path: Path) -> None:
         assert zf.read("poolwatch/_assets/alerts/poolwatch.rules.yml") == (REPO / "alerts/poolwatch.rules.yml").read_bytes()
         for dashboard in (REPO / "dashboards").glob("*.json"):
             assert zf.read(f"poolwatch/_assets/dashboards/{dashboard.name}") == dashboard.read_bytes()
-        (compiled,) = [n for n in names if n.startswith("poolwatch/_hotpath.") and n.endswith(".so")]
+        (compiled,) = [n for n in names if n.startswith("poolwatch/core/_hotpath.") and n.endswith(".so")]
         module = zf.read(compiled)
     assert {n for n in names if n.startswith("poolwatch/") and n.endswith(".py")} == {
         "poolwatch/" + p.relative_to(REPO / "exporter/poolwatch").as_posix()
@@ -249,7 +250,7 @@ def test_wheel_and_sdist_from_a_clean_copy(tmp_path: Path) -> None:
     # Stripped (no symbol table, no DWARF), and its traceback file name is the package's.
     assert b".symtab" not in module and b".debug_info" not in module
     assert len(module) < 1_000_000
-    assert f"poolwatch/{Path(hotpath.__file__).name}".encode() in module
+    assert b"poolwatch/core/hotpath.py" in module
     assert b"build/cython" not in module and str(src).encode() not in module
 
     assert metadata["Name"] == "poolwatch" and metadata["Version"] == version
@@ -288,7 +289,7 @@ def test_wheel_and_sdist_from_a_clean_copy(tmp_path: Path) -> None:
     )  # fmt: skip
     assert " passed" in out and "failed" not in out and "skipped" not in out, out[-2000:]
     imported = _run(
-        [sys.executable, "-c", "import poolwatch, poolwatch.wrappers as w; print(poolwatch.__file__, w.COMPILED)"],
+        [sys.executable, "-c", "import poolwatch, poolwatch.core.build as b; print(poolwatch.__file__, b.COMPILED)"],
         tmp_path, {**env, "PYTHONPATH": str(site)},
     )  # fmt: skip
     assert imported.split() == [str(site / "poolwatch" / "__init__.py"), "True"]

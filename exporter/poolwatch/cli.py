@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from poolwatch.core.version import __version__
 
 __all__ = ["main"]
 
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Steady traffic, a burst that saturates the pool and times callers out, a "
         "leaked connection, slow queries, recovery; /metrics is served throughout.",
     )
-    from . import demo as demo_module
+    from poolwatch import demo as demo_module
 
     demo_module.add_arguments(demo)
     _add_rules_command(sub)
