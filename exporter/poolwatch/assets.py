@@ -113,45 +113,43 @@ def with_expression_selector(expr: str, matchers: str) -> str:
     not a recording rule's (those have a ``:`` and come from selected series already)."""
     out: list[str] = []
     tokens = list(_TOKEN.finditer(expr))
-    depth_skip: list[str] = []  # a stack of open brackets; a "skip" entry hides names
+    # One entry per open bracket: True where names are not series (inside label matchers, a
+    # range or subquery, or a by/without/on/ignoring/group_* label list).
+    hidden: list[bool] = []
     after_label_list = False
     i = 0
     while i < len(tokens):
         token = tokens[i]
         kind, text = token.lastgroup, token.group(0)
         i += 1
+        out.append(text)
         if kind == "open":
-            skip = text == "{" or text == "[" or after_label_list
-            depth_skip.append("skip" if skip or (depth_skip and depth_skip[-1] == "skip") else text)
+            hidden.append(text in "{[" or after_label_list or (bool(hidden) and hidden[-1]))
             after_label_list = False
-            out.append(text)
             continue
         if kind == "close":
-            if depth_skip:
-                depth_skip.pop()
-            out.append(text)
+            if hidden:
+                hidden.pop()
             continue
-        if kind != "name" or (depth_skip and depth_skip[-1] == "skip"):
+        if kind != "name" or (hidden and hidden[-1]):
             if kind != "other" or text.strip():
                 after_label_list = False
-            out.append(text)
             continue
-        following = _next_significant(tokens, i)
         after_label_list = text in _LABEL_LISTS
-        out.append(text)
+        following = _next_significant(tokens, i)
         if text in _KEYWORDS or ":" in text or (following and following.group(0) == "("):
             continue  # a keyword, a recording rule's series, a function or aggregation
-        if following is not None and following.group(0) == "{":
-            j = tokens.index(following)
-            closing = _next_significant(tokens, j + 1)
-            out.extend(t.group(0) for t in tokens[i : j + 1])
-            out.append(
-                matchers if closing is not None and closing.group(0) == "}" else matchers + ", "
-            )
-            i = j + 1
-            depth_skip.append("skip")
-        else:
+        if following is None or following.group(0) != "{":
             out.append("{" + matchers + "}")
+            continue
+        # The series has matchers of its own: ours go first inside its braces.
+        j = tokens.index(following)
+        out.extend(t.group(0) for t in tokens[i : j + 1])
+        closing = _next_significant(tokens, j + 1)
+        empty = closing is not None and closing.group(0) == "}"
+        out.append(matchers if empty else matchers + ", ")
+        hidden.append(True)
+        i = j + 1
     return "".join(out)
 
 
