@@ -104,7 +104,9 @@ class BuildExt(build_ext):
             raise CompileError(f"Cython failed on {SOURCE}: {e}") from e
         finally:
             os.chdir(here)
-        return str(root / compiled.sources[0])
+        c_file = root / compiled.sources[0]
+        # Relative where it can be, so the object file lands beside it in build_temp.
+        return os.path.relpath(c_file) if c_file.is_relative_to(Path.cwd()) else str(c_file)
 
 
 class BuildPy(build_py):
