@@ -1,11 +1,15 @@
-"""The Grafana dashboards: generated JSON is committed, provisioning-ready, uses the variables
-everywhere, queries only contract metrics, and every query parses as PromQL."""
+"""The Grafana dashboards: generated with Grafana's SDK and committed, valid against Grafana's
+published dashboard schema, provisioning-ready, use the variables everywhere, query only contract
+metrics (and postgres_exporter's, beside them), and every query parses as PromQL."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,10 +20,12 @@ import yaml
 from tests.support.dashboards import (
     DASHBOARD_DIR,
     REPO,
+    SCHEMA_FILE,
     load_dashboards,
     panels,
     parse_label_values,
     queries,
+    schema_errors,
     substitute,
     variable_query,
     variables,
@@ -38,23 +44,46 @@ CONTRACT_METRICS = {
     "poolwatch_connection_leaks_total", "poolwatch_connection_errors_total",
     "poolwatch_pool_info", "poolwatch_instrumentation_errors_total",
     "poolwatch_query_summaries_folded_total", "poolwatch_connection_wait_longest_seconds",
+    "poolwatch_server_connections_max",
     "ALERTS",
 }
-# The panels the issue asks for, by dashboard title.
+# postgres_exporter's series, read beside poolwatch's where a user runs it (issue #16).
+POSTGRES_EXPORTER_METRICS = {"pg_stat_activity_count"}
+# The panels the issues ask for, by dashboard title.
 REQUIRED_PANELS = {
     "poolwatch / Pool overview": {
         "Connections used / idle vs max", "Saturation", "Waiting callers",
-        "Wait time p50 / p95 / p99", "Wait time distribution", "Checkout timeouts /s",
-        "Hold time p95", "Connections created /s", "Leaked connections", "Invalidations /s",
+        "Wait time p50 / p95 / p99", "Wait time distribution", "Longest current wait",
+        "Checkout timeouts /s", "Hold time p95", "Connections created /s", "Leaked connections",
+        "Leaks seen /min", "Invalidations /s", "Connection errors /s",
+        "Instrumentation errors /s", "Query summaries folded /s",
         "Statement latency p95 by summary", "Statement errors /s", "Pool configuration",
     },
     "poolwatch / Fleet": {
         "Sum of pools' maxima", "Saturation by instance and pool", "Pools by instance",
-        "Saturated pools", "Instances",
+        "Saturated pools", "Instances", "Connections created /s by instance",
+        # per database server (issue #16 item 3)
+        "Server connection limit", "Fleet demand / limit", "Open connections / limit",
+        "Fleet demand", "Demand, open connections and limit", "Demand by service",
+        "More instances that fit, by service", "Instances on this server",
+        # beside postgres_exporter (issue #16 item 4)
+        "Server's connections vs pools', by pool", "Server's connections by database and state",
+        "Pools against pg_stat_activity",
     },
 }
 DASHBOARDS = load_dashboards()
-VALUES = {"datasource": "prometheus", "job": ".*", "instance": ".*", "pool": ".*", "topk": "10"}
+VALUES = {"datasource": "prometheus", "job": ".*", "instance": ".*", "role": ".*", "pool": ".*",
+          "server": ".*", "port": ".*", "topk": "10"}
+SELECTORS = ('job=~"$job"', 'instance=~"$instance"', 'role=~"$role"',
+             'db_client_connection_pool_name=~"$pool"')
+
+
+def metrics_of(expr: str) -> set[str]:
+    return set(re.findall(r"([a-zA-Z_:][\w:]*)\{", expr))
+
+
+def panel(board: str, title: str) -> dict[str, Any]:
+    return next(p for p in panels(DASHBOARDS[board]) if p["title"] == title)
 
 
 def load_generator() -> ModuleType:
@@ -65,15 +94,25 @@ def load_generator() -> ModuleType:
     return module
 
 
+needs_sdk = pytest.mark.skipif(sys.version_info < (3, 11),
+                               reason="grafana-foundation-sdk needs Python 3.11 or later")
+
+
+@needs_sdk
 def test_committed_json_is_what_the_generator_produces() -> None:
-    generated = load_generator().generate()
+    generator = load_generator()
+    generated = generator.generate()
     assert set(generated) == set(DASHBOARDS) == {"poolwatch-pool-overview.json",
                                                  "poolwatch-fleet.json"}
     for name, text in generated.items():
         assert (DASHBOARD_DIR / name).read_text() == text, \
             f"{name} is stale: run python dashboards/generate.py"
+    # Built with Grafana's SDK, not by hand.
+    from grafana_foundation_sdk.builders.dashboard import Dashboard
+    assert all(isinstance(build(), Dashboard) for build in generator.DASHBOARDS.values())
 
 
+@needs_sdk
 def test_generator_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
     generator = load_generator()
     assert generator.main(["--out", str(tmp_path)]) == 0
@@ -83,27 +122,66 @@ def test_generator_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_dashboard_matches_grafanas_published_schema(name: str) -> None:
+    assert schema_errors(DASHBOARDS[name]) == []
+
+
+def test_schema_check_rejects_the_stale_fields() -> None:
+    """The fields the hand-written generator used to write, each caught by the check."""
+    board = copy.deepcopy(DASHBOARDS["poolwatch-fleet.json"])
+    board["templating"]["list"][1]["current"] = {}
+    annotation = board["annotations"]["list"][1]
+    annotation.update(expr=annotation["target"]["expr"], step="30s")
+    pools = next(p for p in board["panels"] if p["title"] == "Pools by instance")
+    pools["options"]["footer"] = {"show": False}
+    saturation = next(p for p in board["panels"] if p["title"] == "Most saturated pools")
+    saturation["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] = "stacked"
+    errors = "\n".join(schema_errors(board))
+    assert "templating/list/1/current: 'text' is a required property" in errors
+    assert "annotations/list/1: Additional properties are not allowed ('expr', 'step'" in errors
+    assert "Pools by instance options/: Additional properties are not allowed ('footer'" in errors
+    assert "Most saturated pools custom/stacking/mode: 'stacked' is not one of" in errors
+    assert len(schema_errors(board)) == 5  # current's text and value, and one each
+
+
+def test_vendored_schema_names_its_source() -> None:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema["source"].startswith("npm @grafana/schema@13.2.3 ")
+    assert set(schema["panels"]) >= {p["type"] for b in DASHBOARDS.values() for p in panels(b)
+                                     if p["type"] != "row"}
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
 def test_dashboard_is_provisioning_ready(name: str) -> None:
     board = DASHBOARDS[name]
     assert "id" not in board and "__inputs" not in board  # provisioned, not imported
-    assert board["schemaVersion"] == 39
+    assert board["schemaVersion"] == 41
     assert re.fullmatch(r"[a-z0-9-]{1,40}", board["uid"])
     assert board["title"] in REQUIRED_PANELS
     assert len({b["uid"] for b in DASHBOARDS.values()}) == len(DASHBOARDS)
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
-def test_variables_datasource_job_instance_pool(name: str) -> None:
+def test_variables_datasource_job_instance_role_pool(name: str) -> None:
     found = variables(DASHBOARDS[name])
-    assert list(found)[:4] == ["datasource", "job", "instance", "pool"]
+    expected = ["datasource", "job", "instance", "role", "pool"]
+    if name == "poolwatch-fleet.json":
+        expected += ["server", "port"]
+    assert list(found) == [*expected, "topk"]
     assert found["datasource"]["type"] == "datasource"
     assert found["datasource"]["query"] == "prometheus"
-    for var in ("job", "instance", "pool"):
+    labels = {"job": "job", "instance": "instance", "role": "role",
+              "pool": "db_client_connection_pool_name", "server": "server_address",
+              "port": "server_port"}
+    for var in expected[1:]:
         assert found[var]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert found[var]["includeAll"] and found[var]["allValue"] == ".*"
-        _, label = parse_label_values(variable_query(found[var]))
-        assert label == {"job": "job", "instance": "instance",
-                         "pool": "db_client_connection_pool_name"}[var]
+        assert found[var]["current"] == {"text": ["All"], "value": ["$__all"], "selected": True}
+        selector, label = parse_label_values(variable_query(found[var]))
+        assert label == labels[var]
+        # Each narrows the next: the variables before it select its values.
+        for before in expected[1:expected.index(var)]:
+            assert f'=~"${before}"' in (selector or ""), (var, before)
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
@@ -126,14 +204,21 @@ def test_every_target_uses_the_datasource_variable_and_unique_ref_ids(name: str)
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
-def test_every_query_filters_by_job_instance_pool_and_uses_contract_metrics(name: str) -> None:
+def test_every_query_filters_by_the_variables_and_uses_contract_metrics(name: str) -> None:
     for q in queries(DASHBOARDS[name]):
-        for var in ('job=~"$job"', 'instance=~"$instance"',
-                    'db_client_connection_pool_name=~"$pool"'):
-            assert var in q.expr, f"{q.where}: {q.expr} lacks {var}"
-        metrics = set(re.findall(r"([a-zA-Z_:][\w:]*)\{", q.expr))
+        metrics = metrics_of(q.expr)
         assert metrics, q.expr
-        assert metrics <= CONTRACT_METRICS, f"{q.where}: unknown {metrics - CONTRACT_METRICS}"
+        assert metrics <= CONTRACT_METRICS | POSTGRES_EXPORTER_METRICS, \
+            f"{q.where}: unknown {metrics - CONTRACT_METRICS - POSTGRES_EXPORTER_METRICS}"
+        if metrics & CONTRACT_METRICS:
+            for var in SELECTORS:
+                assert var in q.expr, f"{q.where}: {q.expr} lacks {var}"
+        if "poolwatch_pool_info{" in q.expr and "server_address" in q.expr:
+            assert 'server_address=~"$server", server_port=~"$port"' in q.expr, q.expr
+        # postgres_exporter's series are the server's, not poolwatch's job: only the pool
+        # name (as application_name) can select them, and the all-clients panel has none.
+        if "pg_stat_activity_count{" in q.expr and "by database" not in q.where:
+            assert 'pg_stat_activity_count{application_name=~"$pool"}' in q.expr, q.expr
         # Range functions over counters/histograms use Grafana's safe interval.
         if "rate(" in q.expr and "[5m]" not in q.expr:
             assert "[$__rate_interval]" in q.expr, q.expr
@@ -158,13 +243,127 @@ def test_pool_overview_repeats_a_row_per_pool_and_has_a_heatmap() -> None:
     board = DASHBOARDS["poolwatch-pool-overview.json"]
     first = board["panels"][0]
     assert (first["type"], first.get("repeat")) == ("row", "pool")
+    assert [p["type"] for p in board["panels"]].count("row") == 1  # everything repeats per pool
     heatmap = next(p for p in panels(board) if p["type"] == "heatmap")
     assert heatmap["targets"][0]["format"] == "heatmap"
     assert "_bucket" in heatmap["targets"][0]["expr"]
     assert heatmap["options"]["calculate"] is False
-    connections = next(p for p in panels(board) if p["title"] == "Connections used / idle vs max")
+    connections = panel("poolwatch-pool-overview.json", "Connections used / idle vs max")
     assert connections["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
     assert [t["legendFormat"] for t in connections["targets"]] == ["used", "idle", "max"]
+
+
+def steps(p: dict[str, Any]) -> list[tuple[float | None, str]]:
+    return [(s["value"], s["color"])
+            for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+def test_saturation_panels_mark_80_and_100_percent() -> None:
+    for board, title in [("poolwatch-pool-overview.json", "Saturation"),
+                         ("poolwatch-fleet.json", "Most saturated pools"),
+                         ("poolwatch-fleet.json", "Saturation by instance and pool")]:
+        p = panel(board, title)
+        defaults = p["fieldConfig"]["defaults"]
+        assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+        assert steps(p) == [(None, "green"), (0.8, "orange"), (1.0, "red")], title
+        if p["type"] == "timeseries":  # the thresholds are drawn, not only used for colour
+            assert defaults["custom"]["thresholdsStyle"] == {"mode": "dashed"}
+
+
+def test_instrumentation_errors_and_folded_summaries_are_apart() -> None:
+    errors = panel("poolwatch-pool-overview.json", "Instrumentation errors /s")
+    assert {m for t in errors["targets"] for m in metrics_of(t["expr"])} == {
+        "poolwatch_instrumentation_errors_total"}
+    folded = panel("poolwatch-pool-overview.json", "Query summaries folded /s")
+    assert {m for t in folded["targets"] for m in metrics_of(t["expr"])} == {
+        "poolwatch_query_summaries_folded_total"}
+
+
+def test_leaked_gauge_and_leak_rate_are_on_separate_panels() -> None:
+    held = panel("poolwatch-pool-overview.json", "Leaked connections")
+    assert [metrics_of(t["expr"]) for t in held["targets"]] == [{"poolwatch_connections_leaked"}]
+    assert held["fieldConfig"]["defaults"]["unit"] == "short"
+    seen = panel("poolwatch-pool-overview.json", "Leaks seen /min")
+    assert [metrics_of(t["expr"]) for t in seen["targets"]] == [
+        {"poolwatch_connection_leaks_total"}]
+    assert seen["fieldConfig"]["defaults"]["unit"] == "opm"
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_no_panel_mixes_rates_and_levels_and_units_fit(name: str) -> None:
+    """A panel's series share one axis, so they share one kind: all rates or all levels. Titles
+    that name a rate get a rate unit; quantiles are seconds; ratios are percent."""
+    for p in panels(DASHBOARDS[name]):
+        if p["type"] == "row" or p["type"] == "table":
+            continue
+        exprs = [t["expr"] for t in p["targets"]]
+        kinds = {bool(re.search(r"\b(rate|increase)\(", e)) for e in exprs}
+        assert len(kinds) == 1, f"{p['title']} mixes rates and levels"
+        unit = p["fieldConfig"]["defaults"].get("unit")
+        if p["title"].endswith("/s") or " /s " in p["title"]:
+            assert unit == "ops", p["title"]
+        if p["title"].endswith("/min"):
+            assert unit == "opm", p["title"]
+        if any("histogram_quantile" in e for e in exprs):
+            assert unit == "s", p["title"]
+        if "Saturation" in p["title"] or "/ limit" in p["title"] or "share" in p["description"]:
+            assert unit == "percentunit", p["title"]
+
+
+def test_fleet_groups_by_role_so_a_primary_and_its_replicas_stay_apart() -> None:
+    for title in ("Sum of pools' maxima", "Connections open", "Fleet demand",
+                  "Connections in use vs sum of maxima"):
+        for t in panel("poolwatch-fleet.json", title)["targets"]:
+            assert re.match(r"sum by \((server_address, server_port, )?role\)", t["expr"]), \
+                (title, t["expr"])
+            assert "{{role}}" in t["legendFormat"]
+    for t in panel("poolwatch-fleet.json", "Pools by instance")["targets"]:
+        assert "by (job, instance, role, db_client_connection_pool_name)" in t["expr"]
+
+
+def test_fleet_has_a_row_per_database_server_in_raw_promql() -> None:
+    board = DASHBOARDS["poolwatch-fleet.json"]
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    assert [(r["title"], r.get("repeat"), r["collapsed"]) for r in rows] == [
+        ("Server $server", "server", False),
+        ("PostgreSQL's view (postgres_exporter)", None, True)]
+    start = board["panels"].index(rows[0])
+    in_row = [p["title"] for p in board["panels"][start + 1:] if p["type"] != "row"]
+    assert in_row == ["Server connection limit", "Fleet demand / limit",
+                      "Open connections / limit", "Fleet demand",
+                      "Demand, open connections and limit", "Demand by service",
+                      "More instances that fit, by service", "Instances on this server"]
+    for title in in_row:
+        for t in panel("poolwatch-fleet.json", title)["targets"]:
+            # Joined to the server through the pool's info series; never a recording rule.
+            assert "group_left (server_address, server_port) max by (job, instance, " \
+                   "db_client_connection_pool_name, server_address, server_port) " \
+                   "(poolwatch_pool_info{" in t["expr"], (title, t["expr"])
+            assert "poolwatch:" not in t["expr"]
+    limit = panel("poolwatch-fleet.json", "Server connection limit")["targets"][0]["expr"]
+    assert limit.startswith("min by (server_address, server_port) ((min by (job, instance, "
+                            "role, db_client_connection_pool_name) "
+                            "(poolwatch_server_connections_max{")
+    fits = panel("poolwatch-fleet.json", "More instances that fit, by service")
+    assert fits["targets"][0]["expr"].startswith("floor(clamp_min((min by (server_address, "
+                                                 "server_port)")
+    assert fits["targets"][0]["legendFormat"] == "{{job}}"
+
+
+def test_postgres_exporter_row_lines_pools_up_by_application_name() -> None:
+    board = DASHBOARDS["poolwatch-fleet.json"]
+    row = board["panels"][-1]
+    assert row["collapsed"] and [p["title"] for p in row["panels"]] == [
+        "Server's connections vs pools', by pool", "Server's connections by database and state",
+        "Pools against pg_stat_activity"]
+    versus = row["panels"][0]["targets"]
+    assert [metrics_of(t["expr"]) for t in versus] == [{"pg_stat_activity_count"},
+                                                       {"db_client_connection_count"}]
+    table = row["panels"][2]["targets"]
+    assert 'label_replace(sum by (db_client_connection_pool_name) (db_client_connection_count{' \
+           in table[0]["expr"]
+    assert '"application_name", "$1", "db_client_connection_pool_name", "(.*)")' \
+           in table[0]["expr"]
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
