@@ -394,3 +394,95 @@ def test_runbooks_refer_only_to_panels_that_exist() -> None:
     for dashboard, panel in refs:
         panel = re.sub(r"\s+", " ", panel)
         assert panel in titles[dashboard], f"runbooks.md refers to missing panel {panel!r}"
+
+
+# A synthetic fleet for the per-server panels, exact to the connection: a primary (limit 100)
+# and a replica (limit 40); service `api` has 3 instances, each with a writer pool of 10 on the
+# primary (5 open) and a reader pool of 10 on the replica (4 open); service `worker` has 2
+# instances with a writer pool of 15 on the primary (6 open).
+PRIMARY = {"server_address": "10.0.0.1", "server_port": "5432"}
+REPLICA = {"server_address": "10.0.0.2", "server_port": "5432"}
+FLEET = [  # job, instance, pool, role, server, max, used, idle, the limit the pool reads
+    *[("api", f"api-{i}:9464", "orders", "writer", PRIMARY, 10, 3, 2, 100) for i in (1, 2, 3)],
+    *[("api", f"api-{i}:9464", "orders-ro", "reader", REPLICA, 10, 1, 3, 40) for i in (1, 2, 3)],
+    *[("worker", f"worker-{i}:9464", "jobs", "writer", PRIMARY, 15, 6, 0, 100) for i in (1, 2)],
+]
+
+
+def on(server: dict[str, str], **labels: str) -> dict[str, str]:
+    return {**server, **labels}
+
+
+# Panel title, refId -> every sample the query returns for the fleet above.
+FLEET_PANELS: dict[tuple[str, str], list[tuple[dict[str, str], float]]] = {
+    ("Server connection limit", "A"): [(PRIMARY, 100), (REPLICA, 40)],
+    ("Fleet demand / limit", "A"): [(PRIMARY, 0.6), (REPLICA, 0.75)],
+    ("Open connections / limit", "A"): [(PRIMARY, 0.27), (REPLICA, 0.3)],
+    ("Fleet demand", "A"): [(on(PRIMARY, role="writer"), 60), (on(REPLICA, role="reader"), 30)],
+    ("Demand, open connections and limit", "A"): [(PRIMARY, 60), (REPLICA, 30)],
+    ("Demand, open connections and limit", "B"): [(PRIMARY, 27), (REPLICA, 12)],
+    ("Demand, open connections and limit", "C"): [(PRIMARY, 100), (REPLICA, 40)],
+    ("Demand by service", "A"): [(on(PRIMARY, job="api"), 0.3), (on(PRIMARY, job="worker"), 0.3),
+                                 (on(REPLICA, job="api"), 0.75)],
+    # Headroom 40 on the primary: 4 more api instances (10 each) or 2 workers (15 each); 10 on
+    # the replica: 1 more api instance.
+    ("More instances that fit, by service", "A"): [
+        (on(PRIMARY, job="api"), 4), (on(PRIMARY, job="worker"), 2), (on(REPLICA, job="api"), 1)],
+    ("Instances on this server", "C"): [
+        *[(on(PRIMARY, job="api", instance=f"api-{i}:9464", role="writer"), 0.1) for i in (1, 2, 3)],
+        *[(on(PRIMARY, job="worker", instance=f"worker-{i}:9464", role="writer"), 0.15)
+          for i in (1, 2)],
+        *[(on(REPLICA, job="api", instance=f"api-{i}:9464", role="reader"), 0.25) for i in (1, 2, 3)],
+    ],
+    # Without the server join, still apart by role.
+    ("Sum of pools' maxima", "A"): [({"role": "writer"}, 60), ({"role": "reader"}, 30)],
+}
+
+
+# The same fleet against a primary that allows 50: demand 60 is over budget, nothing more fits
+# there (never a negative count), the replica is unchanged.
+OVER_BUDGET = [(*row[:8], 50 if row[4] is PRIMARY else row[8]) for row in FLEET]
+OVER_BUDGET_PANELS: dict[tuple[str, str], list[tuple[dict[str, str], float]]] = {
+    ("Fleet demand / limit", "A"): [(PRIMARY, 1.2), (REPLICA, 0.75)],
+    ("More instances that fit, by service", "A"): [
+        (on(PRIMARY, job="api"), 0), (on(PRIMARY, job="worker"), 0), (on(REPLICA, job="api"), 1)],
+}
+
+
+def promtool_group(fleet: list[Any], expected: dict[tuple[str, str], list[Any]]) -> dict[str, Any]:
+    """A promtool test group: the fleet's series, and each panel query's expected samples."""
+    def text(name: str, value: float, labels: dict[str, str]) -> dict[str, str]:
+        body = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": f"{value}x5"}
+
+    series = []
+    for job, instance, pool, role, server, max_, used, idle, limit in fleet:
+        labels = {"job": job, "instance": instance, "role": role,
+                  "db_client_connection_pool_name": pool}
+        state = "db_client_connection_state"
+        series += [
+            text("poolwatch_pool_info", 1,
+                 {**labels, "pool_class": "QueuePool", "db_namespace": "shop", **server}),
+            text("db_client_connection_max", max_, labels),
+            text("db_client_connection_count", used, {**labels, state: "used"}),
+            text("db_client_connection_count", idle, {**labels, state: "idle"}),
+            text("poolwatch_server_connections_max", limit, labels),
+        ]
+    exprs = {(q.where, q.ref): q.expr for q in queries(DASHBOARDS["poolwatch-fleet.json"])}
+    tests = [{"expr": substitute(exprs[key], VALUES), "eval_time": "2m",
+              "exp_samples": [{"labels": "{" + ", ".join(f'{k}="{v}"' for k, v in
+                                                       sorted(labels.items())) + "}",
+                               "value": value} for labels, value in samples]}
+             for key, samples in expected.items()]
+    return {"interval": "1m", "input_series": series, "promql_expr_test": tests}
+
+
+def test_fleet_panels_on_a_synthetic_fleet_with_a_primary_and_a_replica(tmp_path: Path) -> None:
+    """promtool evaluates each per-server query over the synthetic fleet: limits, demand, open
+    connections, shares and the instances that still fit, per server and exactly."""
+    path = tmp_path / "fleet_test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": [
+        promtool_group(FLEET, FLEET_PANELS), promtool_group(OVER_BUDGET, OVER_BUDGET_PANELS)]}))
+    result = subprocess.run([prometheus_binary("promtool"), "test", "rules", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
