@@ -10,11 +10,13 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from tests.support.dashboards import (
@@ -486,3 +488,25 @@ def test_fleet_panels_on_a_synthetic_fleet_with_a_primary_and_a_replica(tmp_path
     result = subprocess.run([prometheus_binary("promtool"), "test", "rules", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_postgres_exporter_query_counts_by_application_name(postgres_url: str) -> None:
+    """The shipped postgres_exporter query runs on the real PostgreSQL and counts this test's
+    own connection under its application_name."""
+    spec = yaml.safe_load((DASHBOARD_DIR / "postgres_exporter-queries.yaml").read_text())
+    activity = spec["pg_stat_activity"]
+    columns = {name: meta["usage"] for m in activity["metrics"] for name, meta in m.items()}
+    assert columns == {"datname": "LABEL", "state": "LABEL", "application_name": "LABEL",
+                       "count": "GAUGE", "max_tx_duration": "GAUGE"}
+    name = f"poolwatch-dashboards-{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url, poolclass=sa.NullPool,
+                              connect_args={"application_name": name})
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(activity["query"])).mappings().all()
+            database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+    finally:
+        engine.dispose()
+    assert [(r["datname"], r["state"], r["count"]) for r in rows
+            if r["application_name"] == name] == [(database, "active", 1)]
+    assert set(rows[0]) == set(columns)
