@@ -44,6 +44,7 @@ for name in os.environ["PANELS"].split():
 doc = {
     "source": f"npm @grafana/schema@{os.environ['VERSION']} (dist/types/raw), converted by "
               f"{os.environ['GENERATOR']}; regenerate with tests/support/grafana_schema/refresh.sh",
+    "license": "Apache-2.0, Grafana Labs (the package's LICENSE_APACHE2)",
     "dashboard": json.loads(Path("dashboard.json").read_text()),
     "panels": panels,
 }
