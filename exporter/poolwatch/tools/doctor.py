@@ -8,7 +8,9 @@ evidence (the PromQL and the value it returned), then a ``pool_size``/``max_over
 The rules (thresholds are the constants below):
 
 - ``undersized``: the pool is bounded, its used connections reached the maximum within W, callers
-  waited (wait p95 >= UNDERSIZED_WAIT_P95, or a checkout timed out), and the statements are fast
+  waited (wait p95 or mean wait >= UNDERSIZED_WAIT, or a checkout timed out; the mean catches
+  the starved callers of a pool that hands connections back to the same threads), and the
+  statements are fast
   (``slow_queries`` does not hold: slow statements are fixed in the statements, not the pool).
 - ``oversized``: the pool never used more than OVERSIZED_USE_SHARE of its maximum within W, and it
   costs the server: the fleet's maxima on its server reach SERVER_PRESSURE_SHARE of the server's
@@ -60,7 +62,7 @@ __all__ = [
     "SLOW_QUERY_HELD_SHARE",
     "SLOW_QUERY_SECONDS",
     "SLOW_QUERY_TOP",
-    "UNDERSIZED_WAIT_P95",
+    "UNDERSIZED_WAIT",
     "Finding",
     "PoolReport",
     "add_arguments",
@@ -69,7 +71,7 @@ __all__ = [
     "report_json",
 ]
 
-UNDERSIZED_WAIT_P95 = 0.05  # seconds: the wait p95 that counts as callers waiting
+UNDERSIZED_WAIT = 0.05  # seconds: the wait p95 or mean that counts as callers waiting
 OVERSIZED_USE_SHARE = 0.5  # "never uses most of its maximum"
 OVERSIZED_IDLE_CONNECTIONS = 10  # idle the whole window: server slots and memory for nothing
 SERVER_PRESSURE_SHARE = 0.8  # fleet maxima / server limit at which the server counts as pressed
@@ -137,7 +139,7 @@ class _Queries:
 
     def m(self, metric: str, *extra: str) -> str:
         matchers = ", ".join(x for x in (self.inner, *extra) if x)
-        return f"{metric}{{{matchers}}}"
+        return f"{metric}{{{matchers}}}" if matchers else metric
 
     def by_key(self, expr: str, *labels: str) -> tuple[str, dict[tuple[str, ...], float]]:
         out: dict[tuple[str, ...], float] = {}
@@ -289,16 +291,19 @@ def _slow_queries(p: _Pool, found: list[Finding]) -> Finding | None:
 
 def _undersized(p: _Pool, found: list[Finding]) -> Finding | None:
     cmax, used, wait, timeouts = p("max"), p("used_max"), p("wait_p95"), p("timeouts")
+    waits, checkouts = p("wait_seconds"), p("checkouts")
     if cmax.value is None or _v(cmax) <= 0 or _v(used) < _v(cmax):
         return None
-    waited = _v(wait) >= UNDERSIZED_WAIT_P95 or _v(timeouts) > 0
+    mean = _v(waits) / _v(checkouts) if _v(checkouts) > 0 else 0.0
+    waited = max(_v(wait), mean) >= UNDERSIZED_WAIT or _v(timeouts) > 0
     if not waited or any(f.kind == "slow_queries" for f in found):
         return None
     return Finding(
         "undersized",
         f"used connections reached the maximum ({_v(cmax):.0f}) and callers waited (wait p95"
-        f" {_v(wait):.3g} s >= {UNDERSIZED_WAIT_P95:g} s, or timeouts) while statements were fast",
-        (cmax, used, wait, timeouts, p("pending_max")),
+        f" {_v(wait):.3g} s, mean {mean:.3g} s, threshold {UNDERSIZED_WAIT:g} s; timeouts"
+        f" {_v(timeouts):.0f}) while statements were fast",
+        (cmax, used, wait, waits, checkouts, timeouts, p("pending_max")),
     )
 
 

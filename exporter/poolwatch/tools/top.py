@@ -64,7 +64,7 @@ class PoolRow:
     timeouts_per_min: float | None = None
     hold_p95: float | None = None
     created_per_s: float | None = None
-    leaked: float | None = None  # None: leak detection off
+    leaked: float | None = None  # None: not exported
     leaks: float | None = None  # seen between the two reads
     statements: tuple[StatementShare, ...] = ()
     window: float | None = None  # seconds between the two reads
@@ -238,7 +238,7 @@ def _cells(r: PoolRow) -> list[str]:
     if r.error is not None:
         return [r.instance, "", f"unreachable: {r.error}", *[""] * (len(COLUMNS) - 3)]
     cmax = "∞" if r.max is None else f"{r.max:.0f}"
-    leaked = "off" if r.leaked is None else f"{r.leaked:.0f}"
+    leaked = _num(r.leaked)
     statements = ", ".join(f"{s.summary} {s.share:.0%}" for s in r.statements) or "-"
     return [
         r.instance,
