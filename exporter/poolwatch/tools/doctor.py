@@ -44,6 +44,7 @@ from .promql import (
     Prometheus,
     PrometheusError,
     Series,
+    explain,
     format_duration,
     parse_duration,
     selector_matchers,
@@ -534,10 +535,7 @@ def main(args: argparse.Namespace, out: Any = None, at: float | None = None) -> 
     try:
         reports = diagnose(prom, args.selector, window, time.time() if at is None else at)
     except PrometheusError as e:
-        text = str(e)
-        if args.selector and "parse error" in text:
-            return _fail(f"--selector {args.selector!r} is not a valid label selector ({text})")
-        return _fail(text)
+        return _fail(explain(e, args.selector))
     if not reports:
         where = f" matching {args.selector}" if args.selector else ""
         return _fail(f"no poolwatch series{where} at {prom.url} in the last {args.window}")

@@ -17,6 +17,7 @@ __all__ = [
     "Prometheus",
     "PrometheusError",
     "Series",
+    "explain",
     "format_duration",
     "parse_duration",
     "selector_matchers",
@@ -67,6 +68,18 @@ def selector_matchers(selector: str | None) -> str:
     if "{" in text or "}" in text:
         raise ValueError(f"{selector!r} is not a label selector (expected {{label=\"value\"}})")
     return text.rstrip(",").strip()
+
+
+_POSITION = re.compile(r'^(?:invalid parameter "query": )?\d+:\d+: ')
+
+
+def explain(error: PrometheusError, selector: str | None) -> str:
+    """The error as one line for the user: a parse error in a query that carries the user's
+    selector is the selector's fault (its position in the composed query would only confuse)."""
+    text = str(error)
+    if selector and "parse error" in text:
+        return f"--selector {selector!r} is not a valid label selector: {_POSITION.sub('', text)}"
+    return text
 
 
 class Prometheus:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import names as n
-from .promql import Prometheus, PrometheusError, parse_duration, selector_matchers
+from .promql import Prometheus, PrometheusError, explain, parse_duration, selector_matchers
 from .scrape import Read, Sample, bucket_quantile, fetch
 
 __all__ = [
@@ -388,7 +388,7 @@ def main(args: argparse.Namespace, out: Any = None) -> int:
             return 0
         return _live(read, args.interval, out)
     except PrometheusError as e:
-        return _fail(str(e))
+        return _fail(explain(e, args.selector))
 
 
 def _live(read: Callable[[Sequence[Read]], tuple[list[Read], list[Read]]], interval: float,

@@ -1,0 +1,227 @@
+"""poolwatch.tools, fast: the arithmetic (bucket quantiles, durations, selectors, Little's law),
+top's rows from two real reads of an instrumented pool, and every bad input of `top` and
+`doctor` (an unreachable URL, a Prometheus without poolwatch series, a malformed selector):
+one clear line on stderr and exit 2. The real-Prometheus pathologies are in
+tests/test_doctor_scenarios.py."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
+
+import poolwatch
+from poolwatch import cli
+from poolwatch.tools import names
+from poolwatch.tools.promql import format_duration, parse_duration, selector_matchers
+from poolwatch.tools.scrape import Read, bucket_quantile, metrics_url, samples_from_families
+from poolwatch.tools.sizing import Demand, recommend
+from poolwatch.tools.top import PoolRow, pool_rows, render_plain, render_table
+from tests.support.services import PrometheusServer, free_port, prometheus
+
+TOOLS = Path(poolwatch.__file__).parent / "tools"
+
+
+def test_tools_import_only_the_standard_library_prometheus_client_and_rich() -> None:
+    allowed = {"prometheus_client", "rich"}
+    for path in TOOLS.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                top = node.module.split(".")[0]
+            elif isinstance(node, ast.Import):
+                (top,) = {a.name.split(".")[0] for a in node.names}
+            else:
+                continue
+            assert top in allowed or top in __import__("sys").stdlib_module_names, (path, top)
+        # Relative imports stay inside tools/ (level 1), never poolwatch's sources or backends.
+        assert all(n.level <= 1 for n in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(n, ast.ImportFrom)), path
+
+
+def test_names_are_the_contracts() -> None:
+    contract = (Path(__file__).parents[1] / "README.md").read_text()
+    spelled = {v for k, v in vars(names).items() if k in names.__all__}
+    assert len(spelled) == len(names.__all__)  # no name twice
+    # Every metric and label is in the README's metrics reference, but the fleet series
+    # (issue #16, not there yet).
+    missing = {m for m in spelled if m.startswith(("db_client_", "poolwatch_"))
+               and f"`{m}" not in contract}
+    assert missing <= {names.SERVER_CONNECTIONS_MAX}, missing
+
+
+@pytest.mark.parametrize(("q", "buckets", "expected"), [
+    (0.5, {0.1: 5, 0.2: 10, math.inf: 10}, 0.1),
+    (0.75, {0.1: 5, 0.3: 10, math.inf: 10}, 0.2),
+    (0.95, {0.1: 0, math.inf: 4}, 0.1),  # in +Inf: the highest finite bound
+    (0.5, {0.1: 0, 0.2: 0, math.inf: 0}, None),
+    (0.5, {}, None),
+])  # fmt: skip
+def test_bucket_quantile(q: float, buckets: dict[float, float], expected: float | None) -> None:
+    assert bucket_quantile(q, buckets) == expected
+
+
+def test_durations() -> None:
+    assert [parse_duration(s) for s in ("30s", "1h", "1h30m", "500ms", "2d")] == [
+        30, 3600, 5400, 0.5, 172800]
+    for bad in ("", "1x", "h", "30", "-1s", "0s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert [format_duration(s) for s in (3.0, 1.5, 0.0001)] == ["3s", "1500ms", "1ms"]
+
+
+def test_selectors() -> None:
+    assert selector_matchers('{job="api"}') == 'job="api"'
+    assert selector_matchers(' job="api", role=~"r.*", ') == 'job="api", role=~"r.*"'
+    assert [selector_matchers(s) for s in (None, "", "{}")] == ["", "", ""]
+    for bad in ('{job="api"', 'job="api"}', '{a="1"}{b="2"}'):
+        with pytest.raises(ValueError, match="is not a label selector"):
+            selector_matchers(bad)
+
+
+def test_metrics_url() -> None:
+    assert metrics_url("127.0.0.1:9464") == "http://127.0.0.1:9464/metrics"
+    assert metrics_url("http://h:1/") == "http://h:1/metrics"
+    assert metrics_url("https://h/custom?x=1") == "https://h/custom?x=1"
+
+
+def test_littles_law() -> None:
+    d = Demand(checkouts=600, window=60, peak_rate=20, wait_mean=0.05, hold_mean=0.1, hold_p=0.2)
+    # mean: 10/s x 0.15 s = 1.5 -> x1.2 = 1.8 -> 2; peak: 20/s x 0.25 s = 5 -> x1.2 = 6 in all.
+    r = recommend(d)
+    assert r is not None and (r.pool_size, r.max_overflow) == (2, 4)
+    assert r.arithmetic == [
+        "mean demand = 10 checkouts/s x (0.05 s wait + 0.1 s hold) = 1.5 connections;"
+        " x 1.2 headroom -> pool_size 2",
+        "peak demand = 20 checkouts/s x (0.05 s wait + 0.2 s hold p95) = 5 connections;"
+        " x 1.2 headroom -> 6 in all, max_overflow 4",
+    ]
+    capped = recommend(Demand(**{**d.__dict__, "server_max": 20, "instances": 5}))
+    assert capped is not None and (capped.pool_size, capped.max_overflow) == (2, 2)
+    assert capped.arithmetic[-1] == ("capped: server limit 20 / 5 instance(s) = 4 connections"
+                                     " each -> pool_size 2, max_overflow 2")
+    roomy = recommend(Demand(**{**d.__dict__, "server_max": 100, "instances": 5}))
+    assert roomy is not None and (roomy.pool_size, roomy.max_overflow) == (2, 4)
+    # No peak known: the mean rate; no percentile: the mean hold. No checkouts: nothing to say.
+    flat = recommend(Demand(checkouts=600, window=60, peak_rate=None, wait_mean=0, hold_mean=0.5,
+                            hold_p=None))
+    assert flat is not None and (flat.pool_size, flat.max_overflow) == (6, 0)
+    assert recommend(Demand(0, 60, None, 0, 0, None)) is None
+
+
+@pytest.fixture
+def registry_engine(make_engine, tmp_path: Path) -> Iterator[tuple[CollectorRegistry, str]]:
+    registry = CollectorRegistry()
+    engine = make_engine(f"sqlite:///{tmp_path / 'rows.db'}", poolclass=QueuePool, pool_size=2,
+                         max_overflow=0)
+    poolwatch.instrument(engine, name="tools-rows", registry=registry, leak_threshold=60)
+    yield registry, engine
+
+
+def test_rows_from_two_reads_of_a_real_registry(registry_engine) -> None:
+    registry, engine = registry_engine
+    first = Read("local", "local", 100.0, samples_from_families(registry.collect()))
+    held = engine.connect()
+    held.execute(text("SELECT 1"))
+    for _ in range(4):
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    second = Read("local", "local", 102.0, samples_from_families(registry.collect()))
+    held.close()
+
+    (only_now,) = pool_rows([second])  # no previous read: gauges, no rates
+    assert (only_now.used, only_now.idle, only_now.max, only_now.window) == (1, 1, 2, None)
+    assert (only_now.created_per_s, only_now.wait_p95, only_now.statements) == (None, None, ())
+
+    (row,) = pool_rows([second], [first])
+    assert (row.instance, row.pool, row.job, row.window) == ("local", "tools-rows", "", 2.0)
+    assert (row.used, row.idle, row.max, row.saturation, row.waiting) == (1, 1, 2, 0.5, 0)
+    assert (row.created_per_s, row.timeouts_per_min, row.leaked, row.leaks) == (1.0, 0, 0, 0)
+    assert row.wait_p95 is not None and row.wait_p95 <= 0.1
+    assert [(s.summary, s.share) for s in row.statements] == [("SELECT", 1.0)]
+
+
+def test_rows_sort_and_render() -> None:
+    rows = pool_rows([
+        Read("a", "a:1", 0.0, error="connection refused"),
+        Read("b", "b:1", 0.0, samples_from_families([])),
+    ])
+    assert rows == [PoolRow(instance="a:1", pool="", error="connection refused")]
+    assert render_plain(rows).splitlines()[1].split() == ["a:1", "unreachable:", "connection",
+                                                          "refused"]
+    assert render_plain([]).splitlines()[-1] == "(no pools)"
+    table = render_table([*rows, PoolRow(instance="b:1", pool="p", used=3, idle=1, max=4)])
+    assert table.row_count == 2
+
+
+# --- bad input: one line on stderr, exit 2 ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def empty_prometheus() -> Iterator[PrometheusServer]:
+    """A real Prometheus that scrapes nothing."""
+    with prometheus("global: {scrape_interval: 1s}\nscrape_configs: []\n") as server:
+        yield server
+
+
+def fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.endswith("\n") and "\n" not in err[:-1], err
+    return err.rstrip("\n")
+
+
+def test_unreachable_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert fails(capsys, "doctor", "--prometheus", url) == (
+        f"poolwatch doctor: cannot reach Prometheus at {url}: connection refused")
+    assert fails(capsys, "top", "--once", "--prometheus", url) == (
+        f"poolwatch top: cannot reach Prometheus at {url}: connection refused")
+
+
+def test_unreachable_endpoints_only(capsys: pytest.CaptureFixture[str]) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    code = cli.main(["top", "--once", "--interval", "0.01", down])
+    out, err = capsys.readouterr()
+    assert (code, err) == (2, "poolwatch top: no target could be read\n")
+    assert out.splitlines()[1].split() == [down, "unreachable:", "connection", "refused"]
+
+
+def test_prometheus_without_poolwatch_series(empty_prometheus: PrometheusServer,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    url = empty_prometheus.url
+    assert fails(capsys, "doctor", "--prometheus", url, "--window", "5m") == (
+        f"poolwatch doctor: no poolwatch series at {url} in the last 5m")
+    assert fails(capsys, "doctor", "--prometheus", url, "--selector", '{job="api"}') == (
+        f'poolwatch doctor: no poolwatch series matching {{job="api"}} at {url} in the last 1h')
+    assert fails(capsys, "top", "--once", "--prometheus", url) == (
+        f"poolwatch top: no poolwatch series at {url}")
+
+
+def test_malformed_selector(empty_prometheus: PrometheusServer,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    url = empty_prometheus.url
+    err = fails(capsys, "doctor", "--prometheus", url, "--selector", "{job=api}")
+    assert err == ("poolwatch doctor: --selector '{job=api}' is not a valid label selector: parse"
+                   ' error: unexpected identifier "api" in label matching, expected string')
+    assert fails(capsys, "doctor", "--prometheus", url, "--selector", '{job="api"') == (
+        "poolwatch doctor: --selector: '{job=\"api\"' is not a label selector"
+        ' (expected {label="value"})')
+    assert fails(capsys, "top", "--once", "--prometheus", url, "--selector", "{job=api}") == (
+        err.replace("doctor", "top"))
+
+
+def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fails(capsys, "doctor", "--prometheus", "x", "--window", "soon") == (
+        "poolwatch doctor: --window: 'soon' is not a duration (e.g. 30s, 15m, 1h, 1h30m)")
+    assert fails(capsys, "top", "--once") == (
+        "poolwatch top: give /metrics URLs or --prometheus URL (one of them)")
+    assert fails(capsys, "top", "--json", "h:1") == "poolwatch top: --json needs --once"
+    assert fails(capsys, "top", "--once", "--selector", "{}", "h:1") == (
+        "poolwatch top: --selector needs --prometheus")
