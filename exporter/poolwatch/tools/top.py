@@ -273,12 +273,14 @@ def render_table(rows: Sequence[PoolRow], title: str = "poolwatch top") -> Any:
     from rich.text import Text
 
     table = Table(title=title, expand=False)
-    for col in COLUMNS:
-        table.add_column(col, no_wrap=col != COLUMNS[-1])
+    for col in COLUMNS[:-1]:  # the numbers never wrap; on a narrow terminal the names shrink
+        table.add_column(col, no_wrap=True, min_width=len(col) if col != "instance" else 8)
+    table.add_column(COLUMNS[-1], overflow="fold")
     for r in rows:
         cells = _cells(r)
-        if r.error is not None:
-            table.add_row(cells[0], "", Text(cells[2], style="bold red"), *cells[3:])
+        if r.error is not None:  # the reason goes where text may wrap
+            table.add_row(cells[0], Text("unreachable", style="bold red"), *[""] * 9,
+                          Text(r.error, style="red"))
             continue
         sat = r.saturation or 0.0
         style = "red" if sat >= 1 and r.waiting else "yellow" if sat >= 0.8 else "green"
