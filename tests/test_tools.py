@@ -20,7 +20,13 @@ import poolwatch
 from poolwatch import cli
 from poolwatch.tools import names
 from poolwatch.tools.promql import format_duration, parse_duration, selector_matchers
-from poolwatch.tools.scrape import Read, bucket_quantile, metrics_url, samples_from_families
+from poolwatch.tools.scrape import (
+    Read,
+    bucket_quantile,
+    metrics_url,
+    registry_read,
+    samples_from_families,
+)
 from poolwatch.tools.sizing import Demand, recommend
 from poolwatch.tools.top import PoolRow, pool_rows, render_plain, render_table
 from tests.support.services import PrometheusServer, free_port, prometheus
@@ -125,6 +131,7 @@ def registry_engine(make_engine, tmp_path: Path) -> Iterator[tuple[CollectorRegi
 
 def test_rows_from_two_reads_of_a_real_registry(registry_engine) -> None:
     registry, engine = registry_engine
+    assert registry_read(registry).samples == samples_from_families(registry.collect())
     first = Read("local", "local", 100.0, samples_from_families(registry.collect()))
     held = engine.connect()
     held.execute(text("SELECT 1"))

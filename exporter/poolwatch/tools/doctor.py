@@ -83,7 +83,8 @@ SLOW_QUERY_TOP = 3  # "a few summaries"
 SLOW_QUERY_HELD_SHARE = 0.5  # "most of the held time"
 CHURN_RATIO = 0.5  # replacement connections per checkout (as DBConnectionChurnHigh)
 CHURN_MIN_PER_MINUTE = 1.0  # and at least this many per minute (as DBConnectionChurnHigh)
-PEAK_RATE_DIVISOR = 10  # the peak checkout rate is the busiest W/10 of the window
+PEAK_RATE_DIVISOR = 10  # the peak checkout rate is the busiest W/10 of the window,
+PEAK_RATE_MAX = 300.0  # or of 5 minutes when W/10 is longer
 
 KINDS = ("undersized", "oversized", "held_outside_queries", "slow_queries", "leak", "churn",
          "server_full", "budget_exceeded", "healthy")  # fmt: skip
@@ -134,7 +135,8 @@ class _Queries:
         self.prom = prom
         self.inner = selector_matchers(selector)
         self.w = format_duration(window)
-        rate = window / PEAK_RATE_DIVISOR
+        # Shorter than the scrape interval, rate() has nothing: sizing falls back to the mean.
+        rate = min(window / PEAK_RATE_DIVISOR, PEAK_RATE_MAX)
         self.r, self.step = format_duration(rate), format_duration(rate / 2)
         self.at = at
 

@@ -27,6 +27,7 @@ __all__ = [
     "describe_error",
     "fetch",
     "metrics_url",
+    "registry_read",
     "samples_from_families",
 ]
 
@@ -88,6 +89,12 @@ def samples_from_families(families: Iterable[Any]) -> tuple[Sample, ...]:
         for s in family.samples:
             out.append(Sample(s.name, dict(s.labels), float(s.value)))
     return tuple(out)
+
+
+def registry_read(registry: Any, target: str = "local", instance: str = "local") -> Read:
+    """A read of an in-process prometheus_client registry (anything with ``collect()``), for a
+    live view inside the application itself (the demo's)."""
+    return Read(target, instance, time.time(), samples_from_families(registry.collect()))
 
 
 def parse(body: str, content_type: str) -> tuple[Sample, ...]:
