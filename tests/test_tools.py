@@ -18,7 +18,7 @@ from sqlalchemy.pool import QueuePool
 
 import poolwatch
 from poolwatch import cli
-from poolwatch.tools import names
+from poolwatch.tools import doctor, names
 from poolwatch.tools.promql import format_duration, parse_duration, selector_matchers
 from poolwatch.tools.scrape import (
     Read,
@@ -232,3 +232,69 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert fails(capsys, "top", "--json", "h:1") == "poolwatch top: --json needs --once"
     assert fails(capsys, "top", "--once", "--selector", "{}", "h:1") == (
         "poolwatch top: --selector needs --prometheus")
+
+
+# --- doctor's rules at their thresholds (the scenarios show them on real data) ---------------
+
+KEY = ("api", "h:1", "p")
+
+
+def kinds(window: float = 60.0, server: tuple[float, float] | None = None,
+          summaries: tuple[tuple[str, float, float], ...] = (), **values: float) -> list[str]:
+    """The kinds doctor finds for one pool whose queries returned ``values``; ``server`` is the
+    (fleet maxima, limit) of its server, ``summaries`` (summary, seconds, executions)."""
+    data = doctor._Data(
+        values={name: (name, {KEY: v}) for name, v in values.items()},
+        summaries=("", {(*KEY, s): secs for s, secs, _ in summaries}),
+        summary_counts=("", {(*KEY, s): count for s, _, count in summaries}),
+        info={KEY: {"server_address": "db", "server_port": "5432"}} if server else {},
+        servers={("db", "5432"): {"demand": server[0], "limit": server[1]}} if server else {},
+        fleet_promql={}, instances={})
+    return [f.kind for f in doctor._findings(doctor._Pool(data, KEY, window))]
+
+
+def test_undersized_unless_the_statements_are_slow() -> None:
+    full = {"max": 2, "used_max": 2, "checkouts": 1000, "wait_seconds": 10}  # mean wait 10 ms
+    assert kinds(**full) == ["healthy"]
+    assert kinds(**full, wait_p95=0.05) == ["undersized"]
+    assert kinds(**{**full, "wait_seconds": 50}) == ["undersized"]  # mean wait 50 ms
+    assert kinds(**full, timeouts=1) == ["undersized"]
+    assert kinds(**{**full, "used_max": 1}, timeouts=1) == ["healthy"]  # never at the maximum
+    slow = (("SELECT orders", 30.0, 100.0),)  # mean 0.3 s, all of the 30 s held
+    assert kinds(**full, timeouts=1, hold_seconds=30, summaries=slow) == ["slow_queries"]
+
+
+def test_oversized() -> None:
+    assert kinds(max=20, used_max=10, idle_min=10) == ["oversized"]
+    assert kinds(max=20, used_max=11, idle_min=10) == ["healthy"]  # uses more than half
+    assert kinds(max=20, used_max=10, idle_min=9) == ["healthy"]
+    assert kinds(max=20, used_max=2, server=(80, 100)) == ["oversized"]  # the server is pressed
+    assert kinds(max=20, used_max=2, server=(79, 100)) == ["healthy"]
+    assert kinds(max=20, used_max=2, server=(101, 100)) == ["oversized", "budget_exceeded"]
+    assert kinds(max=20, used_max=15, server=(101, 100)) == ["budget_exceeded"]
+
+
+def test_held_outside_queries_and_slow_queries() -> None:
+    held = {"holds": 100, "hold_seconds": 5, "statements": 200}  # mean hold 50 ms
+    assert kinds(**held, statement_seconds=1.25) == ["held_outside_queries"]  # 25 %
+    assert kinds(**held, statement_seconds=1.3) == ["healthy"]
+    assert kinds(**{**held, "hold_seconds": 4.9}, statement_seconds=0.1) == ["healthy"]  # 49 ms
+    assert kinds(**{**held, "statements": 0}, statement_seconds=0) == ["healthy"]  # no statement metrics
+    few = (("SELECT a", 2.5, 25.0), ("SELECT b", 0.1, 1000.0))  # a: mean 0.1 s, half the held time
+    assert kinds(hold_seconds=5, statement_seconds=2.6, summaries=few) == ["slow_queries"]
+    fast = (("SELECT a", 2.5, 26.0),)  # mean 96 ms
+    assert kinds(hold_seconds=5, statement_seconds=2.5, summaries=fast) == ["healthy"]
+    four = tuple((f"SELECT t{i}", 1.0, 5.0) for i in range(4))  # the 3 biggest: 3 of 6.5 s
+    assert kinds(hold_seconds=6.5, statement_seconds=4, summaries=four) == ["healthy"]
+
+
+def test_churn_leak_server_full() -> None:
+    assert kinds(created=100, checkouts=100) == ["churn"]
+    assert kinds(created=50, checkouts=100) == ["churn"]
+    assert kinds(created=49, checkouts=100) == ["healthy"]
+    # A pool growing to its working size opens connections, replacing none.
+    assert kinds(created=20, checkouts=30, open_now=20, open_before=0) == ["healthy"]
+    assert kinds(created=40, checkouts=30, open_now=20, open_before=0) == ["churn"]
+    assert kinds(window=3600, created=59, checkouts=59) == ["healthy"]  # under 1/min
+    assert kinds(leaked_max=1) == kinds(leaks=1) == ["leak"]
+    assert kinds(refused_full=1) == ["server_full"]

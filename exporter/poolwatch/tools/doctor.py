@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,7 +148,9 @@ class _Queries:
     def by_key(self, expr: str, *labels: str) -> tuple[str, dict[tuple[str, ...], float]]:
         out: dict[tuple[str, ...], float] = {}
         for s in self.prom.query(expr, self.at):
-            out[tuple(s.labels.get(k, "") for k in (n.JOB, n.INSTANCE, n.POOL, *labels))] = s.value
+            if math.isfinite(s.value):  # NaN: histogram_quantile without observations
+                key = tuple(s.labels.get(k, "") for k in (n.JOB, n.INSTANCE, n.POOL, *labels))
+                out[key] = s.value
         return expr, out
 
     def raw(self, expr: str) -> list[Series]:
@@ -165,7 +168,7 @@ class _Data:
     instances: dict[tuple[str, str], int]
 
     def get(self, name: str, key: Key) -> Measurement:
-        expr, result = self.values[name]
+        expr, result = self.values.get(name, ("", {}))
         return Measurement(name, expr, result.get(key))
 
 
@@ -240,7 +243,7 @@ def _pools(q: _Queries) -> list[Key]:
 
 
 def _v(m: Measurement, default: float = 0.0) -> float:
-    return default if m.value is None or m.value != m.value else m.value  # NaN: no data
+    return default if m.value is None else m.value
 
 
 class _Pool:
@@ -412,18 +415,28 @@ RULES: tuple[Rule, ...] = (_slow_queries, _undersized, _oversized, _held_outside
 def _recommend(p: _Pool) -> Recommendation | None:
     checkouts, holds = _v(p("checkouts")), _v(p("holds"))
     job, _, pool = p.key
-    peak = p("peak_checkout_rate").value
-    hold_p = p("hold_p").value
     return recommend(Demand(
         checkouts=checkouts,
         window=p.window,
-        peak_rate=peak if peak is not None and peak == peak else None,
+        peak_rate=p("peak_checkout_rate").value,
         wait_mean=_v(p("wait_seconds")) / checkouts if checkouts > 0 else 0.0,
         hold_mean=_v(p("hold_seconds")) / holds if holds > 0 else 0.0,
-        hold_p=hold_p if hold_p is not None and hold_p == hold_p else None,
+        hold_p=p("hold_p").value,
         server_max=p("server_max").value,
         instances=p.data.instances.get((job, pool), 1),
     ))  # fmt: skip
+
+
+def _findings(p: _Pool) -> list[Finding]:
+    found: list[Finding] = []
+    for rule in RULES:
+        finding = rule(p, found)
+        if finding is not None:
+            found.append(finding)
+    if not found:
+        found.append(Finding("healthy", "no rule applies"))
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(found, key=lambda f: order[f.kind])
 
 
 def diagnose(prom: Prometheus, selector: str | None, window: float, at: float) -> list[PoolReport]:
@@ -437,15 +450,7 @@ def diagnose(prom: Prometheus, selector: str | None, window: float, at: float) -
     reports = []
     for key in pools:
         p = _Pool(data, key, window)
-        found: list[Finding] = []
-        for rule in RULES:
-            finding = rule(p, found)
-            if finding is not None:
-                found.append(finding)
-        if not found:
-            found.append(Finding("healthy", "no rule applies"))
-        order = {k: i for i, k in enumerate(KINDS)}
-        found.sort(key=lambda f: order[f.kind])
+        found = _findings(p)
         labels = data.info.get(key, {})
         current = {k: labels[k] for k in ("pool_class", "pool_size", "max_overflow", "timeout")
                    if labels.get(k)}  # fmt: skip
@@ -476,7 +481,7 @@ def report_json(reports: list[PoolReport], window: str, selector: str | None) ->
 
 
 def _fmt(v: float | None) -> str:
-    return "no data" if v is None or v != v else f"{v:.4g}"
+    return "no data" if v is None else f"{v:.4g}"
 
 
 def render_text(reports: list[PoolReport]) -> str:

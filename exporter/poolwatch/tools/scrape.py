@@ -11,8 +11,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.openmetrics.parser import (
@@ -26,6 +27,7 @@ __all__ = [
     "bucket_quantile",
     "describe_error",
     "fetch",
+    "fetch_all",
     "metrics_url",
     "registry_read",
     "samples_from_families",
@@ -50,7 +52,6 @@ class Read:
     at: float  # time.time() of the read
     samples: tuple[Sample, ...] = ()
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def metrics_url(target: str) -> str:
@@ -124,6 +125,14 @@ def fetch(target: str, timeout: float = 5.0) -> Read:
     except Exception as e:  # an unreachable or broken target is a row, never a crash
         return Read(target, instance, at, error=describe_error(e))
     return Read(target, instance, at, samples)
+
+
+def fetch_all(targets: Sequence[str], timeout: float = 5.0) -> list[Read]:
+    """Every target at once (one that does not answer costs ``timeout``, not one per target)."""
+    if len(targets) <= 1:
+        return [fetch(t, timeout) for t in targets]
+    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+        return list(pool.map(lambda t: fetch(t, timeout), targets))
 
 
 def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float | None:

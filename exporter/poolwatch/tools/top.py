@@ -20,7 +20,7 @@ from typing import Any
 
 from . import names as n
 from .promql import Prometheus, PrometheusError, explain, parse_duration, selector_matchers
-from .scrape import Read, Sample, bucket_quantile, fetch
+from .scrape import Read, Sample, bucket_quantile, fetch_all
 
 __all__ = [
     "PoolRow",
@@ -366,14 +366,14 @@ def main(args: argparse.Namespace, out: Any = None) -> int:
             now = time.time()
             before = prometheus_read(prom, args.selector, now - window)
             return before, prometheus_read(prom, args.selector, now)
-        current = [fetch(u, args.timeout) for u in args.urls]
+        current = fetch_all(args.urls, args.timeout)
         return list(previous), current
 
     try:
         if args.once:
             previous: list[Read] = []
             if prom is None:
-                previous = [fetch(u, args.timeout) for u in args.urls]
+                previous = fetch_all(args.urls, args.timeout)
                 time.sleep(args.interval)
             before, current = read(previous)
             rows = pool_rows(current, before)
