@@ -298,3 +298,54 @@ def test_churn_leak_server_full() -> None:
     assert kinds(window=3600, created=59, checkouts=59) == ["healthy"]  # under 1/min
     assert kinds(leaked_max=1) == kinds(leaks=1) == ["leak"]
     assert kinds(refused_full=1) == ["server_full"]
+
+
+def test_live_top_fails_before_going_live(empty_prometheus: PrometheusServer,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    err = fails(capsys, "top", "--prometheus", empty_prometheus.url, "--selector", "{job=api}")
+    assert err.startswith("poolwatch top: --selector '{job=api}' is not a valid label selector:")
+
+
+def test_live_view_renders_until_interrupted(registry_engine) -> None:
+    """`poolwatch top` live (rich) against a real endpoint and a dead one, until Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    registry, engine = registry_engine
+    with engine.connect() as c:
+        c.execute(text("SELECT 1"))
+    metrics = make_wsgi_app(registry)
+    scrapes = threading.Semaphore(0)
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        scrapes.release()
+        return metrics(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poolwatch", "top", "--interval", "0.2",
+             f"127.0.0.1:{server.server_port}", f"127.0.0.1:{free_port()}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "200"})
+        for _ in range(3):  # a third read comes after two renders, the second with rates
+            assert scrapes.acquire(timeout=60), "top never read the endpoint"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (proc.returncode, err) == (0, "")
+    assert "tools-rows" in out and "connection refused" in out
+    assert "[#" in out or "[-" in out  # the used/idle bar

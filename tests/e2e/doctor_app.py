@@ -35,6 +35,9 @@ UNDERSIZED_STATEMENT = 0.04  # seconds of pg_sleep per checkout
 HELD_SLEEP = 0.3  # seconds between the two queries of a `held` checkout
 SLOW_STATEMENT = 0.3  # seconds of the slow summary
 OVERSIZED = 12
+# The other pools: small maxima, so that the fleet's sum stays far below 80 % of a PostgreSQL
+# with the default max_connections (100), where doctor would call unused pools oversized.
+SMALL = {"pool_size": 5, "max_overflow": 0}
 
 
 def loop(stop: threading.Event, pause: float, body: Callable[[], None]) -> None:
@@ -88,18 +91,18 @@ def main() -> None:
     undersized = pool("undersized", pool_size=2, max_overflow=0, pool_timeout=20)
     run(UNDERSIZED_THREADS, UNDERSIZED_PAUSE, queries(undersized, sleep_sql), undersized_stop)
     run(1, 0.2, queries(oversized, "SELECT 1"))
-    held = pool("held")
+    held = pool("held", **SMALL)
     run(2, 0.05, queries(held, "SELECT 1", "SELECT 2", sleep=HELD_SLEEP))
-    slow = pool("slow")
+    slow = pool("slow", **SMALL)
     run(1, 0.02, queries(slow, f"SELECT pg_sleep({SLOW_STATEMENT}) FROM pg_class LIMIT 1",
                          "SELECT count(*) FROM pg_namespace"))
-    leak = pool("leak", leak_threshold=1.0)
+    leak = pool("leak", leak_threshold=1.0, **SMALL)
     leaked = leak.connect()
     leaked.execute(sa.text("SELECT 1"))
     run(1, 0.2, queries(leak, "SELECT 1"))
     churn = pool("churn", poolclass=NullPool)
     run(1, 0.2, queries(churn, "SELECT 1"))
-    healthy = pool("healthy")
+    healthy = pool("healthy", **SMALL)
     run(1, 0.1, queries(healthy, "SELECT 1"))
     print("ready", flush=True)
 

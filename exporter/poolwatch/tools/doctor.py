@@ -10,8 +10,8 @@ The rules (thresholds are the constants below):
 - ``undersized``: the pool is bounded, its used connections reached the maximum within W, callers
   waited (wait p95 or mean wait >= UNDERSIZED_WAIT, or a checkout timed out; the mean catches
   the starved callers of a pool that hands connections back to the same threads), and the
-  statements are fast
-  (``slow_queries`` does not hold: slow statements are fixed in the statements, not the pool).
+  statements are fast (``slow_queries`` does not hold: slow statements are fixed in the
+  statements, not in the pool).
 - ``oversized``: the pool never used more than OVERSIZED_USE_SHARE of its maximum within W, and it
   costs the server: the fleet's maxima on its server reach SERVER_PRESSURE_SHARE of the server's
   limit, or it kept at least OVERSIZED_IDLE_CONNECTIONS connections idle for the whole window.

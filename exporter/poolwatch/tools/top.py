@@ -344,7 +344,13 @@ def _fail(message: str) -> int:
 
 
 def main(args: argparse.Namespace, out: Any = None) -> int:
-    out = out or sys.stdout
+    try:
+        return _main(args, out or sys.stdout)
+    except KeyboardInterrupt:  # Ctrl-C is how the live view ends
+        return 0
+
+
+def _main(args: argparse.Namespace, out: Any) -> int:
     if bool(args.urls) == bool(args.prometheus):
         return _fail("give /metrics URLs or --prometheus URL (one of them)")
     if args.json and not args.once:
@@ -388,6 +394,8 @@ def main(args: argparse.Namespace, out: Any = None) -> int:
             else:
                 print(render_plain(rows), file=out)
             return 0
+        if prom is not None:  # a bad selector or an unreachable Prometheus fails here, not live
+            prometheus_read(prom, args.selector, time.time())
         return _live(read, args.interval, out)
     except PrometheusError as e:
         return _fail(explain(e, args.selector))
@@ -402,18 +410,15 @@ def _live(read: Callable[[Sequence[Read]], tuple[list[Read], list[Read]]], inter
         return _fail("the live view needs rich: pip install 'poolwatch[demo]' (or use --once)")
     previous: list[Read] = []
     console = Console(file=out)
-    try:
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while True:
-                try:
-                    before, current = read(previous)
-                except PrometheusError as e:  # shown in the view; the next refresh retries
-                    before, current = [], [Read("prometheus", "prometheus", time.time(),
-                                                error=str(e))]
-                stamp = time.strftime("%H:%M:%S")
-                live.update(render_table(pool_rows(current, before),
-                                         title=f"poolwatch top — {stamp}"))  # fmt: skip
-                previous = current
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        return 0
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            try:
+                before, current = read(previous)
+            except PrometheusError as e:  # shown in the view; the next refresh retries
+                before, current = [], [Read("prometheus", "prometheus", time.time(),
+                                            error=str(e))]
+            stamp = time.strftime("%H:%M:%S")
+            live.update(render_table(pool_rows(current, before),
+                                     title=f"poolwatch top — {stamp}"))  # fmt: skip
+            previous = current
+            time.sleep(interval)
