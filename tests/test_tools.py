@@ -306,6 +306,7 @@ def test_live_top_fails_before_going_live(empty_prometheus: PrometheusServer,
     assert err.startswith("poolwatch top: --selector '{job=api}' is not a valid label selector:")
 
 
+@pytest.mark.slow
 def test_live_view_renders_until_interrupted(registry_engine) -> None:
     """`poolwatch top` live (rich) against a real endpoint and a dead one, until Ctrl-C."""
     import os
