@@ -93,6 +93,7 @@ class FleetExposition(BaseHTTPRequestHandler):
 @dataclass
 class Scenario:
     app: str
+    down: str  # scraped by Prometheus, never up
     prom: PrometheusServer
     started: float  # monotonic, when Prometheus began scraping
     stdin: IO[str]
@@ -108,6 +109,7 @@ def read_line(stream: IO[str], expected: str, log: Path) -> None:
 def scenario(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     log_path = tmp_path_factory.mktemp("doctor") / "app.log"
     port = free_port()
+    down = f"127.0.0.1:{free_port()}"  # a target of the job that never answers
     fleet = ThreadingHTTPServer(("127.0.0.1", 0), FleetExposition)
     threading.Thread(target=fleet.serve_forever, daemon=True).start()
     with log_path.open("w") as log:
@@ -121,13 +123,14 @@ def scenario(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "scrape_configs": [
-                    {"job_name": "doctor", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+                    {"job_name": "doctor", "static_configs": [
+                        {"targets": [f"127.0.0.1:{port}", down]}]},
                     {"job_name": "fleet", "static_configs": [
                         {"targets": [f"127.0.0.1:{fleet.server_address[1]}"]}]},
                 ],
             }
             with prometheus(yaml.safe_dump(config)) as prom:
-                yield Scenario(f"127.0.0.1:{port}", prom, time.monotonic(), proc.stdin,
+                yield Scenario(f"127.0.0.1:{port}", down, prom, time.monotonic(), proc.stdin,
                                proc.stdout)
             assert proc.poll() is None, log_path.read_text()[-3000:]
         finally:
@@ -207,12 +210,17 @@ def test_doctor_names_each_pathology_and_its_size_removes_the_waits(
     assert scenario.stdout.readline().strip() == "rerunning"
     rerun_started = time.monotonic()
 
-    # Meanwhile, top through Prometheus sees the same pools as the endpoint does.
+    # Meanwhile, top through Prometheus sees the same pools as the endpoint does, and the job's
+    # target that is down.
     code, snapshot, err = run_cli(capsys, "top", "--once", "--json", "--prometheus",
                                   scenario.prom.url, "--selector", '{job="doctor"}',
                                   "--window", "10s")
     assert (code, err) == (0, "")
-    assert {r["pool"] for r in snapshot["pools"]} >= set(EXPECTED) - {p for p, *_ in FLEET}
+    rows = snapshot["pools"]
+    assert rows[0] == {**rows[0], "instance": scenario.down, "pool": "",
+                       "error": "last scrape failed (up == 0)"}
+    assert {r["pool"] for r in rows[1:]} >= set(EXPECTED) - {p for p, *_ in FLEET}
+    assert {r["instance"] for r in rows[1:]} == {scenario.app}
 
     time.sleep(max(0.0, rerun_started + RERUN_WINDOW + 2 - time.monotonic()))
     code, rerun, err = run_cli(capsys, "doctor", "--prometheus", scenario.prom.url, "--window",

@@ -350,3 +350,20 @@ def test_live_view_renders_until_interrupted(registry_engine) -> None:
     assert (proc.returncode, err) == (0, "")
     assert "tools-rows" in out and "connection refused" in out
     assert "[#" in out or "[-" in out  # the used/idle bar
+
+
+def test_once_needs_no_rich() -> None:
+    """`top --once` and `doctor` work from a plain install (rich comes with the demo extra)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rich'] = None; from poolwatch.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    dead = f"127.0.0.1:{free_port()}"
+    once = subprocess.run([sys.executable, "-c", code, "top", "--once", "--interval", "0.01", dead],
+                          capture_output=True, text=True, timeout=60)
+    assert (once.returncode, once.stderr) == (2, "poolwatch top: no target could be read\n")
+    live = subprocess.run([sys.executable, "-c", code, "top", dead],
+                          capture_output=True, text=True, timeout=60)
+    assert (live.returncode, live.stderr) == (2, "poolwatch top: the live view needs rich: pip"
+                                              " install 'poolwatch[demo]' (or use --once)\n")
