@@ -61,6 +61,23 @@ def test_names_are_the_contracts() -> None:
     assert missing <= {names.SERVER_CONNECTIONS_MAX}, missing
 
 
+def test_names_are_in_the_catalog() -> None:
+    """tools/ may not import the catalog (it reads from outside); this keeps the two in step."""
+    from poolwatch.core.catalog import CATALOG, POOL_LABEL, prometheus_name
+
+    exported = {prometheus_name(m.otel, m.unit) + ("_total" if m.kind == "counter" else ""): m
+                for m in CATALOG}
+    metrics = {names.COUNT, names.MAX, names.PENDING, names.WAIT_LONGEST, names.CONNECTION_LEAKED,
+               names.POOL_INFO, names.CONNECTION_TIMEOUTS, names.CONNECTION_LEAKS,
+               names.CONNECTION_ERRORS, names.WAIT_TIME, names.USE_TIME, names.CREATE_TIME,
+               names.OPERATION_DURATION}
+    assert metrics <= set(exported), metrics - set(exported)
+    assert names.POOL == POOL_LABEL
+    assert names.STATE in exported[names.COUNT].labels
+    assert names.QUERY_SUMMARY in exported[names.OPERATION_DURATION].labels
+    assert names.ERROR_TYPE in exported[names.CONNECTION_ERRORS].labels
+
+
 @pytest.mark.parametrize(("q", "buckets", "expected"), [
     (0.5, {0.1: 5, 0.2: 10, math.inf: 10}, 0.1),
     (0.75, {0.1: 5, 0.3: 10, math.inf: 10}, 0.2),

@@ -1,5 +1,6 @@
-"""The metric and label names top and doctor read: the public contract
-(/work/shared/metrics-contract.md, README "Metrics reference"), spelled once here."""
+"""The metric and label names top and doctor read, spelled once: the public contract (README's
+"Metrics reference"). tools/ reads from outside and so does not import poolwatch.core.catalog;
+tests/test_tools.py keeps these equal to it."""
 
 from __future__ import annotations
 
