@@ -200,6 +200,19 @@ def test_doctor_names_each_pathology_and_its_size_removes_the_waits(
     assert pools["undersized"]["current"] == {"pool_class": "QueuePool", "pool_size": "2",
                                               "max_overflow": "0", "timeout": "20"}
 
+    # The text report says the same, evidence included.
+    code, text, err = run_cli(capsys, "doctor", "--prometheus", scenario.prom.url, "--window",
+                              f"{WINDOW}s", "--selector", '{job="fleet"}')
+    assert (code, err) == (1, "")
+    (fleet,) = {p["instance"] for p in report["pools"] if p["job"] == "fleet"}
+    assert [line for line in text.splitlines() if line and not line.startswith(" ")] == [
+        f"{pool} on {fleet} (job fleet) (pool_size {size}, max_overflow 0): {kinds}"
+        for pool, size, kinds in (("fleet_a", 60, "oversized, budget_exceeded"),
+                                  ("fleet_b", 60, "oversized, budget_exceeded"),
+                                  ("fleet_refused", 5, "server_full"),
+                                  ("fleet_roomy", 10, "healthy"))]
+    assert "    server db1.example:5432: fleet maxima 120, limit 100" in text.splitlines()
+
     recommended = pools["undersized"]["recommended"]
     size, overflow = recommended["pool_size"], recommended["max_overflow"]
     assert size + overflow > 2, recommended

@@ -499,6 +499,11 @@ def render_text(reports: list[PoolReport]) -> str:
             lines.append(f"  {f.kind}: {f.rule}")
             for m in f.measurements:
                 lines.append(f"    {m.name} = {_fmt(m.value)}    {m.promql}")
+            if "server" in f.details:
+                lines.append(f"    server {f.details['server']}: fleet maxima"
+                             f" {f.details['fleet_maxima']:.0f}, limit"
+                             f" {f.details['server_limit']:.0f}")  # fmt: skip
+                lines.extend(f"    {k}: {q}" for k, q in f.details["fleet_promql"].items())
             for s in f.details.get("summaries", []):
                 lines.append(f"    {s['summary']!r}: {s['seconds']:.3g} s in {s['executions']:.0f}"
                              f" executions, mean {s['mean_seconds']:.3g} s")  # fmt: skip
