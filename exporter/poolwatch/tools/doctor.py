@@ -60,6 +60,8 @@ __all__ = [
     "KINDS",
     "OVERSIZED_IDLE_CONNECTIONS",
     "OVERSIZED_USE_SHARE",
+    "PEAK_RATE_DIVISOR",
+    "PEAK_RATE_MAX",
     "SERVER_PRESSURE_SHARE",
     "SLOW_QUERY_HELD_SHARE",
     "SLOW_QUERY_SECONDS",
@@ -70,6 +72,7 @@ __all__ = [
     "add_arguments",
     "diagnose",
     "main",
+    "render_text",
     "report_json",
 ]
 
