@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +144,13 @@ def scenario(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             fleet.server_close()
 
 
+def query_value(prom: PrometheusServer, expr: str) -> float:
+    with urllib.request.urlopen(f"{prom.url}/api/v1/query?"
+                                + urllib.parse.urlencode({"query": expr}), timeout=10) as r:
+        (sample,) = json.load(r)["data"]["result"]
+    return float(sample["value"][1])
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -196,6 +205,8 @@ def test_doctor_names_each_pathology_and_its_size_removes_the_waits(
     assert [s["summary"] for s in slow["evidence"]["summaries"]] == ["SELECT pg_class"]
     budget = next(f for f in pools["fleet_a"]["findings"] if f["kind"] == "budget_exceeded")
     assert (budget["evidence"]["fleet_maxima"], budget["evidence"]["server_limit"]) == (120, 100)
+    assert [(m["name"], m["value"]) for m in budget["evidence"]["measurements"]] == [
+        ("server_max", 100)]
     assert pools["fleet_a"]["recommended"] is None  # no checkouts to size from
     assert pools["undersized"]["current"] == {"pool_class": "QueuePool", "pool_size": "2",
                                               "max_overflow": "0", "timeout": "20"}
@@ -216,6 +227,12 @@ def test_doctor_names_each_pathology_and_its_size_removes_the_waits(
     recommended = pools["undersized"]["recommended"]
     size, overflow = recommended["pool_size"], recommended["max_overflow"]
     assert size + overflow > 2, recommended
+    # The real server's limit (issue #16), one instance: far above the need, so not capped.
+    server_max = query_value(scenario.prom, "poolwatch_server_connections_max"
+                                            f'{{{POOL}="undersized"}}')
+    assert recommended["arithmetic"][-1] == (
+        f"within the server's limit: {server_max:.0f} / 1 instance(s) = {server_max:.0f}"
+        " connections each")
 
     # Rerun the same workload with the recommended size: doctor finds it healthy.
     scenario.stdin.write(f"rerun {size} {overflow}\n")
