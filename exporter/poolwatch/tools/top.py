@@ -5,7 +5,9 @@ Rows come from two reads of the same targets: gauges from the latest, rates and 
 the difference between the two (bucket deltas, as ``rate()`` would). Endpoints are read every
 ``--interval``; with ``--prometheus`` the two reads are instant queries ``--window`` apart, since
 Prometheus holds one sample per scrape interval. :func:`pool_rows`, :func:`render_table` and
-:func:`render_plain` are the pieces a live view reuses (the demo's does).
+:func:`render_plain` are the pieces another live view reuses: inside an application (the
+demo), ``pool_rows([registry_read(registry)], [previous])`` with
+:func:`poolwatch.tools.scrape.registry_read`.
 """
 
 from __future__ import annotations
