@@ -8,6 +8,7 @@ lacks (the server's limit, not exported yet; postgres_exporter's) are listed by 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 import yaml
 
 from tests.support.dashboards import (
@@ -48,21 +50,14 @@ QUIET_OBSERVATION = 35
 # The one metric the scenario cannot produce (it would take a bug in poolwatch): queries that
 # read it may return no data.
 NOT_EXERCISED = {"poolwatch_instrumentation_errors_total"}
-# Dashboard panels that read series this scenario does not have yet, so they may return no data.
-# The server's limit (issue #16 item 1) is not exported yet: once it is, empty FLEET_SERIES,
-# FLEET_DEPENDENT_PANELS and FLEET_DEPENDENT_LABELS, and these panels must return data too.
-FLEET_SERIES = {"poolwatch_server_connections_max"}
-FLEET_DEPENDENT_PANELS = {
-    ("poolwatch / Fleet", "Server connection limit"),
-    ("poolwatch / Fleet", "Fleet demand / limit"),
-    ("poolwatch / Fleet", "Open connections / limit"),
-    ("poolwatch / Fleet", "Demand, open connections and limit"),  # its limit target, C
-    ("poolwatch / Fleet", "Demand by service"),
-    ("poolwatch / Fleet", "More instances that fit, by service"),
-    ("poolwatch / Fleet", "Instances on this server"),  # its share-of-limit target, C
-}
-# The variables over poolwatch_pool_info's server labels: empty until those labels are exported.
-FLEET_DEPENDENT_LABELS = {"server_address", "server_port"}
+# The fleet panels read the server's limit and poolwatch_pool_info's server labels, which the
+# scenario's pools on the real PostgreSQL export: every one of them must return data.
+_PG = sqlalchemy.engine.make_url(
+    os.environ.get("POOLWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+)
+FLEET_SERIES: set[str] = set()
+FLEET_DEPENDENT_PANELS: set[tuple[str, str]] = set()
+FLEET_DEPENDENT_LABELS: set[str] = set()
 # No postgres_exporter scrapes this scenario's server: its row may show no data.
 POSTGRES_EXPORTER_SERIES = {"pg_stat_activity_count"}
 POSTGRES_EXPORTER_PANELS = {
@@ -188,7 +183,7 @@ def check_exact_values(server: PrometheusServer) -> None:
 def check_dashboard_variables(server: PrometheusServer, app: str) -> None:
     expected = {"job": {JOB}, "instance": {app}, "role": {"writer", "reader"},
                 "db_client_connection_pool_name": {"busy", "quiet", "broken"},
-                "server_address": set(), "server_port": set()}
+                "server_address": {_PG.host}, "server_port": {str(_PG.port or 5432)}}
     values = {"job": JOB, "instance": app, "role": "writer|reader", "pool": "busy|quiet|broken",
               "server": ".*"}
     for board in load_dashboards().values():
