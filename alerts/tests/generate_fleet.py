@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUT = Path(__file__).with_name("fleet.test.yml")
-STEP = 15  # seconds, scrape and evaluation interval
+STEP = 30  # seconds, scrape and evaluation interval (15s would double the run time)
 RUNBOOK = "https://github.com/poolwatch/poolwatch/blob/main/docs/runbooks.md#"
 SERVERS = {"primary": "db-primary", "replica": "db-replica"}
 
@@ -182,7 +182,7 @@ def scenarios() -> list[Scenario]:
         "A. Demand 240 on each server: the primary allows 241 (just under, silent), the replica\n"
         "allows 239 (just over: the budget alert fires after 10m). Open connections are 2 of\n"
         "every 3 (api) and all of the rest: 180 and 180, well under 90 %.",
-        steps=50, limits={"primary": 241, "replica": 239},
+        steps=26, limits={"primary": 241, "replica": 239},
         instances=fleet(opens={"orders": 2, "orders-ro": 2}),
         checks=[
             expr(DEMAND, "5m", per_server(DEMAND, 240, 240)),
@@ -193,7 +193,7 @@ def scenarios() -> list[Scenario]:
                  'role="primary"}', 1),
                 ('poolwatch:server_role:group{server_address="db-replica",server_port="5432",'
                  'role="replica"}', 1)]),
-            alert("DBConnectionBudgetExceeded", "9m45s", []),
+            alert("DBConnectionBudgetExceeded", "9m30s", []),
             alert("DBConnectionBudgetExceeded", "10m",
                   [budget("replica", 240, 239, "100.4%")]),
             alert("DBConnectionBudgetExceeded", "12m",
@@ -213,7 +213,7 @@ def scenarios() -> list[Scenario]:
         "(90.4 %: DBServerConnectionsNearLimit fires after 5m), replica 180 + 6*5 + 6*4 = 234\n"
         "(exactly 90 %: silent). The runbook's how-many-fit query: (260 - 240) / 3 = 6 more api\n"
         "instances, / 2 = 10 more workers, / 5 = 4 more reports instances.",
-        steps=44, limits={"primary": 260, "replica": 260}, instances=b,
+        steps=22, limits={"primary": 260, "replica": 260}, instances=b,
         checks=[
             expr(OPEN, "1m", per_server(OPEN, 235, 234)),
             expr(FIT, "1m", [
@@ -221,7 +221,7 @@ def scenarios() -> list[Scenario]:
                 ('{server_address="db-primary",server_port="5432",job="worker"}', 10),
                 ('{server_address="db-replica",server_port="5432",job="api"}', 6),
                 ('{server_address="db-replica",server_port="5432",job="reports"}', 4)]),
-            alert("DBServerConnectionsNearLimit", "4m45s", []),
+            alert("DBServerConnectionsNearLimit", "4m30s", []),
             alert("DBServerConnectionsNearLimit", "5m",
                   [near("primary", 235, 260, "90.38%")]),
             alert("DBServerConnectionsNearLimit", "7m",
@@ -232,27 +232,27 @@ def scenarios() -> list[Scenario]:
     # C. An instance that goes away stops counting at once.
     c = fleet(opens={"orders": 3, "orders-ro": 2})
     gone, down = c[60], c[0]  # a worker exits; an api instance goes down unseen
-    gone.end = 19
-    down.end, down.stale, down.up_until = 19, False, 19
+    gone.end = 9  # t=4m30s
+    down.end, down.stale, down.up_until = 9, False, 9
     for inst in c[78:90]:  # open on the primary: 180 + 18*2 + 12*0 = 216 of 239
         inst.pools[0].open = 0
     out.append(Scenario(
         "C. Limits 239 and 239, demand 240 and 240 (over by one: budget pending), open on the\n"
         "primary 180 + 18*2 = 216 (90.4 %: near-limit pending), on the replica 120 + 60 = 180.\n"
-        "At t=4m45s worker-00 (2 connections) exits, its series marked stale, and api-00 (3 on\n"
+        "At t=4m30s worker-00 (2 connections) exits, its series marked stale, and api-00 (3 on\n"
         "the primary, 2 on the replica) goes down without staleness markers (up 0; its last\n"
         "samples would stay visible for 5 minutes). Both stop counting at that very evaluation:\n"
         "demand 235 and 237, open 211 (88.3 %) and 178, and neither alert ever fires.",
-        steps=50, limits={"primary": 239, "replica": 239}, instances=c,
+        steps=22, limits={"primary": 239, "replica": 239}, instances=c,
         checks=[
-            expr(DEMAND, "4m30s", per_server(DEMAND, 240, 240)),
-            expr(OPEN, "4m30s", per_server(OPEN, 216, 180)),
-            expr(DEMAND, "4m45s", per_server(DEMAND, 235, 237)),
-            expr(OPEN, "4m45s", per_server(OPEN, 211, 178)),
+            expr(DEMAND, "4m", per_server(DEMAND, 240, 240)),
+            expr(OPEN, "4m", per_server(OPEN, 216, 180)),
+            expr(DEMAND, "4m30s", per_server(DEMAND, 235, 237)),
+            expr(OPEN, "4m30s", per_server(OPEN, 211, 178)),
             alert("DBServerConnectionsNearLimit", "5m", []),
             alert("DBServerConnectionsNearLimit", "10m", []),
             alert("DBConnectionBudgetExceeded", "10m", []),
-            alert("DBConnectionBudgetExceeded", "10m15s", []),
+            alert("DBConnectionBudgetExceeded", "10m30s", []),
         ]))
 
     # D. Rolling deploys. api is replaced 15 instances at a time: each batch of new instances
@@ -273,7 +273,7 @@ def scenarios() -> list[Scenario]:
     for inst in old[90:102]:  # old reports hold 2 each
         inst.pools[0].open = 2
     stuck = [Instance("reports", f"reports-new-{i:02}", [Pool("reports", "replica", 5, 2)],
-                      start=8) for i in range(12)]
+                      start=2 * 60 // STEP) for i in range(12)]
     out.append(Scenario(
         "D. Limits 250 and 250. Before: demand 240 and 240, open 180 + 10 = 190 (76 %) and\n"
         "60 + 24 = 84. While 15 extra api instances overlap (2m..6m, 4 minutes): primary demand\n"
@@ -281,17 +281,17 @@ def scenarios() -> list[Scenario]:
         "fires (`for` 10m and 5m); from 6m the primary is back to 240 and 190. On the replica,\n"
         "the stuck reports rollout adds 12*5 = 60 for good from t=2m: demand 240 + 45 + 60 = 345\n"
         "during the overlap, then 300 over 250: the budget alert fires at 12m (pending since 2m).",
-        steps=50, limits={"primary": 250, "replica": 250}, instances=old + new + stuck,
+        steps=25, limits={"primary": 250, "replica": 250}, instances=old + new + stuck,
         checks=[
-            expr(DEMAND, "1m45s", per_server(DEMAND, 240, 240)),
-            expr(OPEN, "1m45s", per_server(OPEN, 190, 84)),
+            expr(DEMAND, "1m30s", per_server(DEMAND, 240, 240)),
+            expr(OPEN, "1m30s", per_server(OPEN, 190, 84)),
             expr(DEMAND, "4m", per_server(DEMAND, 285, 345)),
             expr(OPEN, "4m", per_server(OPEN, 235, 123)),
             expr(DEMAND, "6m", per_server(DEMAND, 240, 300)),
             expr(OPEN, "6m", per_server(OPEN, 190, 108)),
-            alert("DBServerConnectionsNearLimit", "5m45s", []),
+            alert("DBServerConnectionsNearLimit", "5m30s", []),
             alert("DBServerConnectionsNearLimit", "6m", []),
-            alert("DBConnectionBudgetExceeded", "11m45s", []),
+            alert("DBConnectionBudgetExceeded", "11m30s", []),
             alert("DBConnectionBudgetExceeded", "12m", [budget("replica", 300, 250, "120%")]),
             alert("DBServerConnectionsNearLimit", "12m", []),
         ]))
