@@ -32,12 +32,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
-from . import wrappers
-from .error_types import classify_error
-from .guard import logger
-from .leaks import LeakDetector
-from .state import PoolLimits, PoolState
-from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.core import build as wrappers
+from poolwatch.core.errors import logger
+from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.server_probe import ServerProbe
+from poolwatch.core.state import PoolLimits, PoolState
+from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.sql.error_types import classify_error
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
@@ -91,6 +92,7 @@ class PoolInstrumentation:
         *,
         leaks: LeakDetector | None,
         on_wait: Callable[[float, float, BaseException | None], None] | None = None,
+        probe: ServerProbe | None = None,
     ) -> None:
         # Weak: the application owns the engine; dropping it must free it and its connections.
         self._engine = weakref.ref(engine)
@@ -99,6 +101,8 @@ class PoolInstrumentation:
         self.leaks = leaks
         # Called after every checkout with (start, end, error) when tracing wants wait spans.
         self.on_wait = on_wait
+        # Reads the server's connection limits on a connection being opened anyway.
+        self.probe = probe
         self._listeners: list[tuple[str, Callable[..., Any]]] = []
         self._wrapped: list[weakref.ref[Pool]] = []
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
@@ -107,6 +111,7 @@ class PoolInstrumentation:
         self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
+        self._disposed = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
@@ -117,7 +122,6 @@ class PoolInstrumentation:
             engine = self._engine()
             if engine is None:
                 return
-            self.state.limits = self.limits
             self._return_seam = callable(getattr(engine.pool, RETURN_SEAM, None))
             if not self._return_seam:
                 self._listen(engine, "checkin", self._checkin_listener())
@@ -163,6 +167,11 @@ class PoolInstrumentation:
         except Exception as e:
             self.state.errors.report("install", e)
 
+    def disposed_unused(self) -> bool:
+        """``engine.dispose()`` was called and the engine has opened and checked out nothing since
+        (the usual end of an engine the application is about to drop)."""
+        return self._disposed and not self.state.live and not self.state.checked_out
+
     def limits(self) -> PoolLimits:
         pool = self._pool()
         return pool_limits(pool) if pool is not None else PoolLimits(pool_class="")
@@ -178,7 +187,7 @@ class PoolInstrumentation:
             return
         connect = pool.connect
         # The tracker's recorders are fixed for its life: the wrapper holds them, not the
-        # tracker (see poolwatch.hotpath).
+        # tracker (see poolwatch.core.hotpath).
         poolwatch_connect = wrappers.checkout_wrapper(
             connect,
             self.switch,
@@ -264,6 +273,8 @@ class PoolInstrumentation:
             started = record.last_connect_time
             if started:
                 self.tracker.created(max(0.0, time.time() - started))
+            if self.probe is not None:
+                self.probe.maybe_read(dbapi_connection)
         except Exception as e:
             self.state.errors.report("connect", e)
 
@@ -312,6 +323,7 @@ class PoolInstrumentation:
         """The engine is swapping in ``pool`` (``engine.dispose()``)."""
         try:
             self.state.disown_current_records()
+            self._disposed = True
             with self._lock:
                 if self.switch.on:
                     self._wrap(pool)

@@ -6,15 +6,15 @@ validates every label of every sample on every scrape (13 µs a line on a loaded
 20 pools with 100 statement summaries each is 26,000 lines, a third of a second of GIL). These
 histograms bisect, take one uncontended lock, and keep each child's label string rendered once.
 
-The hot path does even less. With the compiled hot path (:mod:`poolwatch.wrappers`),
-:meth:`HistogramChild.record` is :meth:`poolwatch.hotpath.Buckets.record`: the value is counted
+The hot path does even less. With the compiled hot path (:mod:`poolwatch.core.build`),
+:meth:`HistogramChild.record` is :meth:`poolwatch.core.hotpath.Buckets.record`: the value is counted
 at once, in C, in about the time of a ``deque.append``, and nothing is kept or drained.
 Interpreted, it is a ``deque.append`` (a C call, no Python frame, no lock; about a twentieth of
 ``observe``), and the values are folded into the buckets in batches, by
 :meth:`HistogramChild.drain`, when a scrape reads the child or when the caller sees more than
-:data:`poolwatch.tracker.PENDING_LIMIT` of them waiting (a child is a
-:class:`poolwatch.tracker.Sink`). Either way every value is counted exactly once: ``append`` and
-``popleft`` are atomic, drainers take the child's lock in turn, and a compiled ``record`` runs
+:data:`poolwatch.core.tracker.PENDING_LIMIT` of them waiting (a child is a
+:class:`poolwatch.core.tracker.Sink`). Either way every value is counted exactly once: ``append``
+and ``popleft`` are atomic, drainers take the child's lock in turn, and a compiled ``record`` runs
 start to end under the GIL. Every instruction poolwatch runs holds the GIL, and in a saturated
 process (32 threads sharing five connections) it delays the next thread, so the checkout path
 is kept to one such call per value. (Counting at once instead of deferring a float object per
@@ -42,9 +42,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
-from . import wrappers
-from .lifecycle import run_deferred
-from .tracker import NOTHING_PENDING
+from poolwatch.core import build as wrappers
+from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.tracker import NOTHING_PENDING
 
 __all__ = ["Histogram", "HistogramChild", "HistogramCollector", "rendering_elsewhere"]
 
@@ -74,15 +74,21 @@ class HistogramChild:
         "label_values", "lines", "pending", "record",
     )  # fmt: skip
 
-    def __init__(self, family: Histogram, label_values: tuple[str, ...]) -> None:
-        self._bounds = family.bounds
-        self._counts = [0] * (len(family.bounds) + 1)
+    def __init__(
+        self,
+        family: Histogram,
+        label_values: tuple[str, ...],
+        bounds: tuple[float, ...] | None = None,
+    ) -> None:
+        bounds = family.bounds if bounds is None else bounds
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
         self._sum = 0.0
         self._lock = threading.Lock()
         self._exemplars: dict[int, _Exemplar] = {}
         self._pending: deque[float] = deque()
         counter = wrappers.Buckets  # read per child, so a test can choose the build
-        self._cells = None if counter is None else counter(family.bounds)
+        self._cells = None if counter is None else counter(bounds)
         self.record: Callable[[float], None]
         """The hot-path recorder: counts the value (compiled) or queues it for :meth:`drain`."""
         self.pending: Callable[[], int]
@@ -98,11 +104,15 @@ class HistogramChild:
         self.lines = (
             tuple(
                 f'{family.name}_bucket{{{labels}{sep}le="{le}"}} '
-                for le in [*(floatToGoString(b) for b in family.bounds), "+Inf"]
+                for le in [*(floatToGoString(b) for b in bounds), "+Inf"]
             ),
             f"{family.name}_count{{{labels}}} " if labels else f"{family.name}_count ",
             f"{family.name}_sum{{{labels}}} " if labels else f"{family.name}_sum ",
         )
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return self._bounds
 
     def observe(self, amount: float, exemplar: Mapping[str, str] | None = None) -> None:
         i = bisect_left(self._bounds, amount)
@@ -173,13 +183,16 @@ class Histogram:
         self._children: dict[tuple[str, ...], HistogramChild] = {}
         self._lock = threading.Lock()
 
-    def labels(self, *values: str) -> HistogramChild:
+    def labels(self, *values: str, bounds: Sequence[float] | None = None) -> HistogramChild:
+        """The child of ``values``; a new child gets ``bounds`` instead of the family's (a pool's
+        wait time gets its own timeout as a bound, see the Prometheus tracker)."""
         child = self._children.get(values)
         if child is None:
             with self._lock:
                 child = self._children.get(values)
                 if child is None:
-                    child = HistogramChild(self, values)
+                    own = None if bounds is None else tuple(float(b) for b in bounds)
+                    child = HistogramChild(self, values, own)
                     self._children[values] = child
         return child
 
@@ -199,8 +212,8 @@ class Histogram:
         family = HistogramMetricFamily(
             self.name, self.documentation, labels=self.labelnames, unit=self.unit
         )
-        bounds = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
         for child in self.children():
+            bounds = [*(floatToGoString(b) for b in child.bounds), "+Inf"]
             counts, total, exemplars = child.snapshot()
             buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
             for i, (le, n) in enumerate(zip(bounds, counts, strict=True)):
