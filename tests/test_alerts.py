@@ -4,16 +4,29 @@ annotations, runbooks) holds."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy
 import yaml
 
-from tests.support.rules import REPO, RULE_TESTS, RULES_FILE, alerts, load_rules
-from tests.support.services import prometheus_binary
+from tests.support.rules import REPO, RULE_TESTS, RULES_FILE, alerts, load_rules, scale_durations
+from tests.support.services import (
+    PrometheusServer,
+    free_port,
+    prometheus,
+    prometheus_binary,
+    wait_for_port,
+)
 
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/poolwatch/poolwatch/blob/main/docs/runbooks.md#"
@@ -88,10 +101,12 @@ def test_annotations_name_pool_or_server_role_value_and_runbook(name: str) -> No
     annotations = alerts()[name]["annotations"]
     assert set(annotations) == {"summary", "description", "runbook_url"}
     description = annotations["description"]
-    where = (("$labels.server_address", "$labels.server_port") if name in SERVER_ALERTS else
-             ("$labels.db_client_connection_pool_name", "$labels.instance", "$labels.job"))
     # The user's role label, where the series have one (issue #17).
-    for needed in (*where, "$value", "{{ with $labels.role }} (role {{ . }}){{ end }}"):
+    where = (("$labels.server_address", "$labels.server_port",
+              "{{ with $labels.role }} (role {{ . }}){{ end }}") if name in SERVER_ALERTS else
+             ("$labels.db_client_connection_pool_name", "$labels.instance",
+              "(job {{ $labels.job }}{{ with $labels.role }}, role {{ . }}{{ end }})"))
+    for needed in (*where, "$value"):
         assert needed in description, f"{name} description lacks {needed}"
     assert annotations["runbook_url"] == RUNBOOK_BASE + name.lower()
 
@@ -339,3 +354,108 @@ def test_rule_tests_catch_a_changed_threshold(tmp_path: Path, description: str, 
     load_rules(text)  # still a valid rule file
     assert _mutated_suite_fails(tmp_path, text, alert), \
         f"rule tests still pass after {description}"
+
+
+# --- the per-server rules on a real Prometheus, over a real instrumented app ----------------
+
+FLEET_APP = """
+import sys, time
+import sqlalchemy as sa
+import poolwatch
+url, port, seconds, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+big = sa.create_engine(url, pool_size=size, max_overflow=0, connect_args={"application_name": "pw-alerts-big"})
+small = sa.create_engine(url, pool_size=5, max_overflow=5, connect_args={"application_name": "pw-alerts-small"})
+poolwatch.instrument(big, name="alerts-big", labels={"role": "primary"}, port=port, addr="127.0.0.1")
+poolwatch.instrument(small, name="alerts-small", labels={"role": "primary"})
+for engine in (big, small):  # one connection each: the limit is read on a new connection
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+print("ready", flush=True)
+time.sleep(seconds)
+"""
+
+
+def _poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll until `check` returns something truthy; the deadline is a bound, not an assertion
+    about time."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.5)
+    return result
+
+
+def _query(server: PrometheusServer, expr: str) -> list[dict[str, Any]]:
+    url = f"{server.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def _values(server: PrometheusServer, expr: str) -> dict[tuple[str, str], float]:
+    return {(s["metric"].get("server_address", ""), s["metric"].get("server_port", "")):
+            float(s["value"][1]) for s in _query(server, expr)}
+
+
+@pytest.mark.scenario
+def test_per_server_rules_on_a_real_prometheus_scraping_a_real_app(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Two pools whose maxima (the server's limit, and 10 more) exceed what the real server allows
+    (max_connections less the reserved slots), though they open one connection each: the real
+    exporter's labels join, the budget alert goes pending for
+    127.0.0.1:5432 with the role, and when the process is killed the server's sums vanish at
+    the next scrape (stale series), as does the alert."""
+    server_url = sqlalchemy.engine.make_url(postgres_url)
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        allowed = conn.execute(sqlalchemy.text(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true)::int, 0)")).scalar_one()
+    engine.dispose()
+    key = (server_url.host or "", str(server_url.port or 5432))
+
+    port = free_port()
+    with (tmp_path / "app.log").open("w") as log:
+        app = subprocess.Popen([sys.executable, "-c", FLEET_APP, postgres_url, str(port), "120",
+                                str(allowed)],
+                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        wait_for_port(port, timeout=30)
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "rule_files": ["rules/poolwatch.rules.yml"],
+                  "scrape_configs": [{"job_name": "pw-alerts", "static_configs": [
+                      {"targets": [f"127.0.0.1:{port}"]}]}]}
+        rules = scale_durations(RULES_FILE.read_text(), 1 / 30)
+        with prometheus(yaml.safe_dump(config), {"rules/poolwatch.rules.yml": rules}) as prom:
+            _poll("the server's limit recorded",
+                  lambda: _values(prom, "poolwatch:server_connections_max:min"))
+            assert _values(prom, "poolwatch:server_connections_max:min") == {key: allowed}
+            assert _values(prom, "poolwatch:server_connection_demand:sum") == {key: allowed + 10}
+            assert _values(prom, "poolwatch:server_connections_open:sum") == {key: 2}
+
+            def budget_alert() -> list[dict[str, Any]]:
+                return [a for a in _query(prom, 'ALERTS{alertname="DBConnectionBudgetExceeded"}')
+                        if a["metric"]["alertstate"] in ("pending", "firing")]
+
+            (alert,) = _poll("DBConnectionBudgetExceeded pending", budget_alert)
+            assert {k: alert["metric"][k] for k in ("server_address", "server_port", "role",
+                                                     "severity")} == {
+                "server_address": key[0], "server_port": key[1], "role": "primary",
+                "severity": "warning"}
+            assert not _query(prom, 'ALERTS{alertname="DBServerConnectionsNearLimit"}')
+
+            app.kill()
+            app.wait(10)
+            _poll("the target down", lambda: _query(prom, 'up{job="pw-alerts"} == 0'))
+            # The first failed scrape marked the app's series stale, so the next evaluation
+            # counts nothing (without staleness the last samples would count for the 5m
+            # lookback, far past this bound).
+            _poll("the server's sums gone", lambda: not (
+                _query(prom, "poolwatch:server_connection_demand:sum")
+                or _query(prom, "pool:poolwatch_pool:live")), timeout=30)
+            _poll("the budget alert gone", lambda: not budget_alert(), timeout=30)
+    finally:
+        app.kill()
+        app.wait(10)
