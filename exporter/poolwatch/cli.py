@@ -27,19 +27,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     from poolwatch import demo as demo_module
 
     demo_module.add_arguments(demo)
+    _add_top(sub)
+    _add_doctor(sub)
     _add_rules_command(sub)
     _add_dashboards_command(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo_module.main(args)
-    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
-    if run is not None:
+    if args.command in ("top", "doctor"):
+        return int(args.run(args))
+    if args.command in ("rules", "dashboards"):
+        run: Callable[[argparse.Namespace], int] = args.run
         try:
             return run(args)
-        except ValueError as e:
+        except ValueError as e:  # a bad --job-selector or --datasource
             parser.error(str(e))
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
+
+
+def _add_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from poolwatch.tools import top
+
+    parser = sub.add_parser(
+        "top",
+        help="a live view of every pool of one or many instances",
+        description="One row per pool and instance, sorted by saturation, read from /metrics "
+        "endpoints or from a Prometheus.",
+    )
+    top.add_arguments(parser)
+    parser.set_defaults(run=top.main)
+
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from poolwatch.tools import doctor
+
+    parser = sub.add_parser(
+        "doctor",
+        help="is the pool the problem, and what to change: findings and a size from history",
+        description="Reads a window of history from Prometheus and prints, per pool, findings "
+        "with their evidence and a pool_size/max_overflow from Little's law. Exit status: 0 "
+        "healthy, 1 findings, 2 could not read the data.",
+    )
+    doctor.add_arguments(parser)
+    parser.set_defaults(run=doctor.main)
 
 
 def _add_rules_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +93,7 @@ def _add_rules_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _write_rules(args: argparse.Namespace) -> int:
-    from .assets import rules
+    from poolwatch.assets import rules
 
     text = rules(args.job_selector)
     if args.output is None:
@@ -94,7 +125,7 @@ def _add_dashboards_command(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _write_dashboards(args: argparse.Namespace) -> int:
-    from .assets import dashboards
+    from poolwatch.assets import dashboards
 
     files = dashboards(args.datasource)
     args.output.mkdir(parents=True, exist_ok=True)
