@@ -74,9 +74,12 @@ class AllEngines:
 
     @property
     def active(self) -> bool:
+        """True until ``uninstrument()``."""
         return self._active
 
     def uninstrument(self) -> None:
+        """Restore ``create_engine`` and remove poolwatch from every engine this mode
+        instrumented (not from engines instrumented explicitly); idempotent."""
         global _current
         with _lock:
             if not self._active:
