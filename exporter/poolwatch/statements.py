@@ -90,6 +90,8 @@ class StatementInstrumentation:
         slow_threshold: float | None,
     ) -> None:
         self._dialect = weakref.ref(dialect)
+        # Which readings of quotes and comments redact_sql must agree on.
+        self._dialect_name: str = getattr(dialect, "name", "") or ""
         self.state = state
         self.tracker = tracker
         self.max_summaries = max_summaries
@@ -258,5 +260,5 @@ class StatementInstrumentation:
             series.summary,
             elapsed,
             self.slow_threshold,
-            redact_sql(statement),
+            redact_sql(statement, dialect=self._dialect_name),
         )

@@ -194,7 +194,8 @@ class Tracing:
         tracer = _RedactingTracer(
             trace.get_tracer(
                 "opentelemetry.instrumentation.sqlalchemy", otel_version, self._provider
-            )
+            ),
+            engine.dialect.name,
         )
         listeners = self._listeners
         cursor_listeners: dict[str, Callable[..., Any]] = {}
@@ -267,16 +268,17 @@ def _traced_by_opentelemetry(engine_tracer: Any, engine: Engine) -> bool:
 class _Redactor:
     """Redacted statement text and span names, cached by the original string."""
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str | None = None) -> None:
+        self._dialect = dialect
         self._statements: dict[str, str] = {}
         self._names: dict[str, str] = {}
 
     def statement(self, value: AnyValue) -> AnyValue:
         if not isinstance(value, str):
-            return value if value is None else redact_sql(str(value))
+            return value if value is None else redact_sql(str(value), dialect=self._dialect)
         out = self._statements.get(value)
         if out is None:
-            out = redact_sql(value)
+            out = redact_sql(value, dialect=self._dialect)
             if len(self._statements) >= _CACHE_SIZE:
                 self._statements.clear()
             self._statements[value] = out
@@ -320,9 +322,9 @@ class _Redactor:
 class _RedactingTracer(trace.Tracer):
     """Hands EngineTracer spans that redact what it writes into them."""
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, dialect: str | None = None) -> None:
         self._tracer = tracer
-        self._redactor = _Redactor()
+        self._redactor = _Redactor(dialect)
 
     def start_span(
         self,
