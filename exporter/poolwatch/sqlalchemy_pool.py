@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
 from . import wrappers
-from .error_types import classify_error
+from .error_types import classify_connection_error, classify_error
 from .guard import logger
 from .leaks import LeakDetector
 from .state import PoolLimits, PoolState
@@ -228,7 +228,7 @@ class PoolInstrumentation:
                     self.tracker.drain()
                 self.tracker.timed_out()
             elif isinstance(error, Exception):
-                self.tracker.connection_error(classify_error(error))
+                self.tracker.connection_error(classify_connection_error(error))
             if self.on_wait is not None:
                 self.on_wait(t0, t1, error)
         except Exception as e:

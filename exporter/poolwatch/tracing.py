@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .config import Settings
-from .error_types import classify_error
+from .error_types import classify_connection_error, classify_error
 from .guard import logger
 from .naming import db_system_name
 from .redact import redact_sql
@@ -54,6 +54,8 @@ __all__ = [
     "WAIT_TIME_ATTRIBUTE",
     "Tracing",
     "current_exemplar",
+    "exception_type",
+    "record_error",
 ]
 
 WAIT_SPAN_NAME = "db.client.connection.wait"
@@ -68,7 +70,6 @@ _OPERATION_ATTRIBUTES = frozenset({"db.operation", "db.operation.name"})
 # Never exported: the user name (old conventions) and bound values (opt-in in the conventions).
 _DROPPED_ATTRIBUTES = frozenset({"db.user"})
 _DROPPED_PREFIXES = ("db.query.parameter.",)
-_WITHHELD = "withheld by poolwatch: database and driver messages can quote row data or users"
 # Redacted statements remembered; past this the cache starts over (bounded memory).
 _CACHE_SIZE = 2000
 # EngineTracer's pool listeners only feed the deprecated db.client.connections.usage metric,
@@ -96,6 +97,21 @@ def current_exemplar() -> dict[str, str] | None:
     if not ctx.trace_flags.sampled:  # also false for the invalid "no span" context
         return None
     return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+def exception_type(error: BaseException) -> str:
+    """The fully qualified class name, as the OpenTelemetry SDK writes ``exception.type``."""
+    cls = type(error)
+    module = cls.__module__
+    return f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+
+
+def record_error(span: trace.Span, error: BaseException) -> None:
+    """An ``exception`` event with ``exception.type`` only. ``Span.record_exception`` would also
+    write ``exception.message`` and ``exception.stacktrace``, and the traceback text carries the
+    message again: a driver's connect error names the user (``FATAL: role "bob" does not
+    exist``), a statement error quotes row values."""
+    span.add_event("exception", {"exception.type": exception_type(error)})
 
 
 class Tracing:
@@ -146,18 +162,16 @@ class Tracing:
     @staticmethod
     def _failed(span: trace.Span, error: BaseException) -> None:
         try:
-            error_type = classify_error(error)
+            error_type = classify_connection_error(error)
         except Exception:  # a type name is good enough
             error_type = type(error).__qualname__
         span.set_attribute("error.type", error_type)
         if isinstance(error, sa_exc.TimeoutError):
-            # SQLAlchemy's own message (pool size, overflow, timeout): nothing of the user's.
+            # SQLAlchemy's own words, nothing of the user's: the span says what happened.
             span.set_status(Status(StatusCode.ERROR, "connection pool timeout"))
-            span.record_exception(error)
         else:
-            # A driver's connect error can name the user or host: keep the type, not the text.
             span.set_status(Status(StatusCode.ERROR))
-            span.record_exception(error, attributes={"exception.message": _WITHHELD})
+        record_error(span, error)
 
     # -- statement spans ----------------------------------------------------------------------
     def install(self, engine: Engine, seam: StatementInstrumentation | None = None) -> None:
@@ -209,6 +223,8 @@ class Tracing:
             ) -> None:
                 if identifier in _POOL_USAGE_EVENTS:
                     return
+                if identifier == "handle_error":
+                    fn = _with_error_type(fn)
                 if seam is not None and identifier in _CURSOR_EVENTS:
                     cursor_listeners[identifier] = fn
                     return
@@ -253,6 +269,20 @@ class Tracing:
                     event.remove(engine, identifier, fn)
             except Exception as e:  # never into the application
                 logger.error("poolwatch: could not remove a tracing listener: %s", e)
+
+
+def _with_error_type(handle_error: Callable[[Any], None]) -> Callable[[Any], None]:
+    """EngineTracer's ``handle_error`` listener, which first gives the statement span the
+    semantic conventions' ``error.type`` (the SQLSTATE class, as on the error counter); the
+    listener itself puts only the message into the status, which the span wrapper withholds."""
+
+    def on_error(context: Any) -> None:
+        span = getattr(getattr(context, "execution_context", None), "_otel_span", None)
+        if span is not None and span.is_recording():
+            span.set_attribute("error.type", classify_error(context.original_exception))
+        handle_error(context)
+
+    return on_error
 
 
 def _traced_by_opentelemetry(engine_tracer: Any, engine: Engine) -> bool:
@@ -416,9 +446,9 @@ class _RedactingSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        extra = dict(attributes or {})
-        extra["exception.message"] = _WITHHELD
-        self._span.record_exception(exception, extra, timestamp, escaped)
+        # The type only (see record_error); the caller's attributes are dropped with the rest,
+        # since they are written for the event the SDK would have made.
+        self._span.add_event("exception", {"exception.type": exception_type(exception)}, timestamp)
 
     def __getattr__(self, name: str) -> Any:
         # SDK-only attributes (name, attributes, ...) for code that inspects live spans.
