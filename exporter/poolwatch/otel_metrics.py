@@ -80,8 +80,9 @@ _DESCRIPTIONS: Mapping[str, str] = {
     "poolwatch.connection.invalidations": "Connections invalidated, by kind (hard, soft, "
     "pre_ping) and reason (exception type).",
     "poolwatch.connection.leaks": "Connections seen held longer than the leak threshold.",
-    "poolwatch.query_summaries.folded": 'Statements counted under db_query_summary="other" '
-    "because the cap was reached.",
+    "poolwatch.query_summaries.folded": "Statement executions counted under "
+    'db_query_summary="other" because the max_query_summaries cap was reached (each execution, '
+    "failed ones included).",
     "poolwatch.connection.wait_longest": "How long the caller that has waited longest so far has "
     "been waiting (0 if none).",
     "poolwatch.connections.leaked": "Connections checked out for longer than the leak threshold "

@@ -99,7 +99,8 @@ class PrometheusMetrics:
         )  # fmt: skip
         self.summaries_folded = Counter(
             "poolwatch_query_summaries_folded",
-            "Statements counted under db_query_summary=\"other\" because the cap was reached.",
+            "Statement executions counted under db_query_summary=\"other\" because the "
+            "max_query_summaries cap was reached (each execution, failed ones included).",
             base, registry=registry,
         )  # fmt: skip
         self.collector = PoolStateCollector(self.base_labels)
