@@ -126,7 +126,7 @@ def test_a_failure_to_instrument_logs_the_url_without_user_or_password(registry,
 
 
 def test_describe_engine() -> None:
-    from poolwatch.auto import describe_engine
+    from poolwatch.sources.sqlalchemy.auto import describe_engine
 
     engine = sqlalchemy.create_engine(
         "postgresql+psycopg://bob:pw@db.example:6543/app?sslmode=require"

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.pool import NullPool
 
 import poolwatch
-from poolwatch.error_types import CONNECTION_ERROR_TYPES, classify_connection_error
+from poolwatch.sql.error_types import CONNECTION_ERROR_TYPES, classify_connection_error
 from tests.support.pools import POOL
 from tests.support.services import PG_BIN, ThrowawayCluster, free_port, unavailable
 

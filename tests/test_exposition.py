@@ -178,7 +178,7 @@ def test_the_listen_backlog_takes_a_burst_of_connections() -> None:
     import select
     import socket
 
-    from poolwatch.exposition import LISTEN_BACKLOG, MetricsServer
+    from poolwatch.backends.prometheus.exposition import LISTEN_BACKLOG, MetricsServer
 
     # Not serving: every connection waits in the kernel's queue, which is the backlog.
     server = MetricsServer(("127.0.0.1", 0))
@@ -209,7 +209,7 @@ def test_idle_clients_time_out_and_cannot_take_every_thread() -> None:
     import socket
     import threading
 
-    from poolwatch.exposition import MetricsServer
+    from poolwatch.backends.prometheus.exposition import MetricsServer
 
     server = MetricsServer(("127.0.0.1", 0), timeout=1.0, max_handlers=4)
     threading.Thread(target=server.serve_forever, daemon=True).start()

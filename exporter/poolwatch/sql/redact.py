@@ -22,9 +22,23 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-__all__ = ["MAX_REDACTED_LEN", "READINGS", "Reading", "readings_for", "redact_sql"]
+__all__ = [
+    "MAX_REDACTED_LEN",
+    "MAX_REGIONS",
+    "READINGS",
+    "Reading",
+    "code_only",
+    "needs_readings",
+    "readings_for",
+    "redact_sql",
+]
 
 MAX_REDACTED_LEN = 4096
+MAX_REGIONS = 512
+"""Literals, comments and quoted names read per statement and reading; the text after the last
+one is dropped like text the readings disagree on. With ``_MAX_STEPS`` it bounds the work on a
+statement of thousands of literals to a few milliseconds per reading."""
+_MAX_STEPS = 4 * MAX_REGIONS
 DROPPED = "?…"
 """Written in place of everything after the point where the readings stop agreeing."""
 
@@ -90,13 +104,13 @@ class _Unclean(Exception):
 
 # Characters that can start a region under some reading, or that no reading accepts. Everything
 # else is plain text under every reading and is skipped in one step.
-_INTERESTING = re.compile(r"['\"`\[$#\-/\d.]")
+# A digit after a word character or "?" is part of a name or a parameter marker ($1, ?1); a "$"
+# after one is part of a PostgreSQL name (a$$b).
+_INTERESTING = re.compile(r"['\"`\[#]|--|/\*|(?<![\w$])\$|\.(?=\d)|(?<![\w$?.])\d")
 # No reading accepts these: a NUL ends the statement for C code that reads it; a lone surrogate or
 # a replaced undecodable byte means the text is not what the server will see.
 _NOT_TEXT = re.compile(r"[\x00\ud800-\udfff\ufffd]")
-# A number right after these is part of a name or a parameter marker ($1, ?1), not a literal.
 _WORD_CHAR = re.compile(r"[\w$]")
-_NOT_BEFORE_NUMBER = re.compile(r"[\w$?]")
 _NUMBER = re.compile(
     r"(?:0[xX][0-9A-Fa-f_]*|0[bBoO][0-9_]*|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)"
     r"(?:[eE][+-]?\d+)?)[\w$]*"
@@ -108,43 +122,47 @@ _CLEAN_NAME = re.compile(r"[^\W\d]\w*(?: [^\W\d]\w*)*")
 _PREFIX = re.compile(r"(?:[EeNnXxBb]|[Uu]&)\Z")
 
 
+def _quoted_pattern(quote: str, backslash: bool) -> re.Pattern[str]:
+    # "normal* (special normal*)*": the branches exclude each other, so a failed match backs off
+    # in linear time; the closing quote must not be the first of a doubled one.
+    q = re.escape(quote)
+    normal = f"[^{q}\\\\]*" if backslash else f"[^{q}]*"
+    special = f"(?:\\\\.|{q}{q})" if backslash else f"{q}{q}"
+    return re.compile(f"{q}{normal}(?:{special}{normal})*{q}(?!{q})", re.DOTALL)
+
+
+_QUOTED = {(q, b): _quoted_pattern(q, b) for q in "'\"`" for b in (False, True)}
+
+
 def _quoted_end(text: str, pos: int, quote: str, backslash: bool) -> int:
     """End of the quoted run opened at pos (doubled quotes and, if asked, backslashes escape)."""
-    i = pos + 1
-    n = len(text)
-    while True:
-        j = text.find(quote, i)
-        if backslash:
-            b = text.find("\\", i, j if j >= 0 else n)
-            if b >= 0:
-                i = b + 2
-                continue
-        if j < 0:
-            raise _Unclean(pos)
-        if text.startswith(quote, j + 1):
-            i = j + 2
-            continue
-        return j + 1
+    m = _QUOTED[quote, backslash].match(text, pos)
+    if m is None:
+        raise _Unclean(pos)
+    return m.end()
 
 
 def _block_comment_end(text: str, pos: int, nested: bool) -> int:
     """End of the /* comment opened at pos. Nested, the token that starts first wins, as in
-    PostgreSQL's lexer: in "/*/" an opener, in "*/*" a closer."""
+    PostgreSQL's lexer: in "/*/" an opener, in "*/*" a closer. Linear in the text."""
     depth = 1
     i = pos + 2
+    close = text.find("*/", i)
     while True:
-        close = text.find("*/", i)
         if close < 0:
             raise _Unclean(pos)
         opened = text.find("/*", i, close + 1) if nested else -1
         if opened >= 0:
             depth += 1
             i = opened + 2
+            if i > close:
+                close = text.find("*/", i)
             continue
         depth -= 1
         i = close + 2
         if depth == 0:
             return i
+        close = text.find("*/", i)
 
 
 def _line_end(text: str, pos: int, at_cr: bool) -> int:
@@ -162,14 +180,17 @@ def _regions(text: str, r: Reading) -> tuple[list[_Region], int]:
     out: list[_Region] = []
     pos = 0
     n = len(text)
+    steps = 0
     try:
         while True:
             m = _INTERESTING.search(text, pos)
             if m is None:
                 return out, n
             i = m.start()
+            steps += 1
+            if len(out) >= MAX_REGIONS or steps > _MAX_STEPS:
+                raise _Unclean(i)
             ch = text[i]
-            after_word = i > 0 and _WORD_CHAR.match(text, i - 1) is not None
             if ch == "'":
                 prefix = _PREFIX.search(text, max(0, i - 2), i)
                 start = i
@@ -200,7 +221,7 @@ def _regions(text: str, r: Reading) -> tuple[list[_Region], int]:
                 if _CLEAN_NAME.fullmatch(text, i + 1, end - 1) is None:
                     out.append(_Region(i, end, _NAME))
             elif ch == "$":
-                tag = _DOLLAR_TAG.match(text, i) if r.dollar_quotes and not after_word else None
+                tag = _DOLLAR_TAG.match(text, i) if r.dollar_quotes else None
                 if tag is None:
                     pos = i + 1
                     continue
@@ -216,25 +237,19 @@ def _regions(text: str, r: Reading) -> tuple[list[_Region], int]:
                 end = _line_end(text, i, False)
                 out.append(_Region(i, end, _COMMENT))
             elif ch == "-":
-                if not text.startswith("--", i) or (
-                    r.dash_needs_space and not (i + 2 < n and text[i + 2] <= " ")
-                ):
+                if r.dash_needs_space and not (i + 2 < n and text[i + 2] <= " "):
                     pos = i + 1
                     continue
                 end = _line_end(text, i, r.dash_ends_at_cr)
                 out.append(_Region(i, end, _COMMENT))
             elif ch == "/":
-                if not text.startswith("/*", i):
-                    pos = i + 1
-                    continue
                 end = _block_comment_end(text, i, r.nested_comments)
                 out.append(_Region(i, end, _COMMENT))
             elif ch == "[":
                 pos = i + 1
                 continue
-            else:  # a digit or a dot
-                before = i > 0 and _NOT_BEFORE_NUMBER.match(text, i - 1) is not None
-                number = None if before else _NUMBER.match(text, i)
+            else:  # a digit, or a dot before one, that starts a number
+                number = _NUMBER.match(text, i)
                 if number is None:
                     pos = i + 1
                     continue
@@ -245,12 +260,41 @@ def _regions(text: str, r: Reading) -> tuple[list[_Region], int]:
         return out, e.pos
 
 
+# What each reading flag is about: a reading that differs from another only in flags whose
+# characters the text does not contain lexes it the same way, so one of them is enough.
+_FLAG_TRIGGERS = {
+    "backslash": "\\",
+    "e_strings": "\\",
+    "nested_comments": "/*",
+    "hash_comments": "#",
+    "dash_needs_space": "--",
+    "dash_ends_at_cr": "--",
+    "dollar_quotes": "$",
+    "dq_string": '"',
+    "backticks": "`",
+    "brackets": "[",
+}
+
+
+def _distinct(text: str, readings: Iterable[Reading]) -> list[Reading]:
+    out: dict[Reading, None] = {}
+    for r in readings:
+        moot = {flag: False for flag, trigger in _FLAG_TRIGGERS.items() if trigger not in text}
+        out[r._replace(name="", **moot)] = None
+    return list(out)
+
+
+def needs_readings(text: str) -> bool:
+    """Whether the readings could lex ``text`` differently (else any one of them will do)."""
+    return any(trigger in text for trigger in _FLAG_TRIGGERS.values())
+
+
 def _agreed(text: str, readings: Iterable[Reading]) -> tuple[list[_Region], int]:
     """Regions every reading agrees on, and where the text stops being safe to show."""
     bad = _NOT_TEXT.search(text)
     if bad is not None:
         text = text[: bad.start()]
-    results = [_regions(text, r) for r in readings]
+    results = [_regions(text, r) for r in _distinct(text, readings)]
     cut = min(clean for _, clean in results)
     agreed: list[_Region] = []
     lists = [regions for regions, _ in results]
@@ -303,3 +347,21 @@ def redact_sql(
         return out
     except Exception:  # never into the application; say nothing rather than guess
         return DROPPED
+
+
+def code_only(text: str, dialect: str | None = None) -> str:
+    """``text`` up to where the readings of ``dialect`` stop agreeing, with every literal as a
+    ``?`` and every comment as blanks (quoted names kept): what a summary may be read from."""
+    regions, cut = _agreed(text, readings_for(dialect))
+    parts: list[str] = []
+    pos = 0
+    for region in regions:
+        parts.append(text[pos : region.start])
+        if region.kind == _NAME:
+            parts.append(text[region.start : region.end])
+        else:
+            # Blanks around the marker, so that neighbours do not run together into one word.
+            parts.append(" ? " if region.kind == _LITERAL else " ")
+        pos = region.end
+    parts.append(text[pos:cut])
+    return "".join(parts)

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import Dialect
 
-from .guard import logger
+from poolwatch.core.errors import logger
 
 __all__ = ["AllEngines", "describe_engine", "instrument_all"]
 
@@ -78,15 +77,9 @@ class AllEngines:
     """Handle for the automatic mode; ``uninstrument()`` restores the hook and removes poolwatch
     from every engine this mode instrumented."""
 
-    def __init__(
-        self,
-        overrides: dict[str, Any],
-        registry: CollectorRegistry | None,
-        providers: dict[str, Any],
-    ) -> None:
-        self._overrides = overrides
-        self._registry = registry
-        self._providers = providers
+    def __init__(self, instrument: Callable[[Any], Any]) -> None:
+        # ``instrument(engine)`` with the settings and backends of the call that made this mode.
+        self._instrument_one = instrument
         self._original: Any = None
         self._handles: list[Any] = []
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -122,19 +115,13 @@ class AllEngines:
             )
 
     def _instrument(self, engine: Any) -> None:
-        from .instrumentation import instrument_engine
-
         # create_engine calls the hook on the dialect class and again on its entry point when
         # they differ: one instrumentation per engine.
         if engine in self._seen:
             return
         self._seen.add(engine)
         try:
-            handle = instrument_engine(
-                engine, dict(self._overrides), registry=self._registry, automatic=True,
-                **self._providers,
-            )  # fmt: skip
-            self._handles.append(handle)
+            self._handles.append(self._instrument_one(engine))
         except Exception as e:
             logger.error(
                 "poolwatch: could not instrument engine %s: %s", describe_engine(engine), _reason(e)
@@ -161,14 +148,12 @@ class AllEngines:
                 h.uninstrument()
 
 
-def instrument_all(
-    overrides: dict[str, Any], registry: CollectorRegistry | None, providers: dict[str, Any]
-) -> AllEngines:
+def instrument_all(instrument: Callable[[Any], Any]) -> AllEngines:
     global _current
     with _lock:
         if _current is not None and _current.active:
             return _current
-        handle = AllEngines(overrides, registry, providers)
+        handle = AllEngines(instrument)
         handle._install()
         _current = handle
         return handle

@@ -27,32 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sqlalchemy.sql import visitors
-from sqlalchemy.sql.ddl import (
-    CreateIndex,
-    CreateSchema,
-    CreateSequence,
-    CreateTable,
-    DropIndex,
-    DropSchema,
-    DropSequence,
-    DropTable,
-)
-from sqlalchemy.sql.dml import Delete, Insert, Update
-from sqlalchemy.sql.elements import ColumnClause, TextClause
-from sqlalchemy.sql.selectable import (
-    Alias,
-    AliasedReturnsRows,
-    CompoundSelect,
-    Exists,
-    FromClause,
-    Join,
-    ScalarSelect,
-    Select,
-    SelectBase,
-    SelectState,
-    TableClause,
-)
+from poolwatch.sql.redact import code_only, needs_readings
 
 __all__ = [
     "MAX_SUMMARY_LEN",
@@ -60,7 +35,6 @@ __all__ = [
     "TOKEN_LIMIT",
     "UNKNOWN_SUMMARY",
     "operation_name",
-    "summarize_compiled",
     "summarize_sql",
 ]
 
@@ -650,10 +624,17 @@ def _prefix(statement: object) -> str:
     return ""
 
 
-def summarize_sql(statement: str | bytes) -> str:
-    """Summary of a SQL string: operations and collections, never literals. Never raises."""
+def summarize_sql(statement: str | bytes, dialect: str | None = None) -> str:
+    """Summary of a SQL string: operations and collections, never literals. Never raises.
+
+    With ``dialect`` (a SQLAlchemy dialect name) the text is first reduced to what every reading
+    of that dialect agrees is neither a literal nor a comment (:func:`poolwatch.sql.redact.
+    code_only`): a MySQL ``"string"`` or a ``#`` comment cannot become a table name, and nothing
+    after the first place where the readings disagree is read."""
     try:
         text = _prefix(statement)
+        if dialect is not None and needs_readings(text):
+            text = code_only(text, dialect)
         parts = _Scanner(text, standard=True).run()
         if parts and _READINGS_DIFFER.search(text):
             # Backslashes, dollar quotes or nested comments: what is a literal depends on
@@ -681,163 +662,3 @@ def operation_name(summary: str) -> str:
 # Summaries straight from SQLAlchemy constructs. Anything not plainly a table list returns
 # None and the caller summarises the compiled SQL string instead; what is returned here
 # must equal summarize_sql(compiled.string) (tested for both PostgreSQL and SQLite).
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _table_name(compiled: object, table: TableClause) -> str:
-    preparer = getattr(compiled, "preparer", None)
-    if preparer is not None:
-        rendered = str(preparer.format_table(table))
-        if "__[SCHEMA" in rendered:  # schema_translate_map: resolved only at execution
-            raise _Unsupported
-        return _render_name(rendered)
-    schema = getattr(table, "schema", None)
-    parts = [schema, table.name] if schema else [table.name]
-    return ".".join(_render_part(p) for p in parts)
-
-
-def _from_names(compiled: object, from_: FromClause) -> list[str]:
-    if isinstance(from_, Join):
-        return _from_names(compiled, from_.left) + _from_names(compiled, from_.right)
-    if isinstance(from_, Alias) and isinstance(from_.element, TableClause):
-        return [_table_name(compiled, from_.element)]
-    if isinstance(from_, TableClause):
-        return [_table_name(compiled, from_)]
-    raise _Unsupported
-
-
-def _check_flat(root: object, allowed: Iterable[object] = ()) -> None:
-    """Refuse statements with subqueries, CTEs or EXISTS anywhere below root."""
-    ok = {id(root), *map(id, allowed)}
-    for element in visitors.iterate(root):  # type: ignore[arg-type]
-        if id(element) in ok:
-            continue
-        if isinstance(element, (SelectBase, ScalarSelect, Exists)):
-            raise _Unsupported
-        if isinstance(element, AliasedReturnsRows) and not (
-            isinstance(element, Alias) and isinstance(element.element, TableClause)
-        ):
-            raise _Unsupported
-
-
-def _display_froms(compiled: object, select: Select[object]) -> list[FromClause]:
-    # Select.get_final_froms() compiles the statement again to find its FROM list; the
-    # compiler at hand gives the same list for a fraction of the cost. SelectState is
-    # SQLAlchemy-internal, so any surprise falls back to the public method.
-    try:
-        froms = SelectState(select, compiled)._get_display_froms()  # type: ignore[arg-type]
-        if all(isinstance(f, FromClause) for f in froms):
-            return list(froms)
-    except Exception:
-        pass
-    return list(select.get_final_froms())
-
-
-def _select_parts(compiled: object, select: Select[object]) -> list[str]:
-    _check_flat(select)
-    parts = ["SELECT"]
-    for from_ in _display_froms(compiled, select):
-        parts.extend(_from_names(compiled, from_))
-    return parts
-
-
-def _same_table(a: object, b: TableClause) -> bool:
-    # ORM statements hold annotated copies of the Table: compare what the SQL would name.
-    return a is b or (
-        isinstance(a, TableClause)
-        and a.name == b.name
-        and getattr(a, "schema", None) == getattr(b, "schema", None)
-    )
-
-
-def _dml_parts(compiled: object, stmt: Update | Delete, op: str) -> list[str]:
-    target = stmt.table
-    if not isinstance(target, TableClause):
-        raise _Unsupported
-    _check_flat(stmt)
-    for element in visitors.iterate(stmt):
-        # UPDATE .. FROM other / DELETE .. USING other: leave those to the SQL scanner.
-        if isinstance(element, FromClause) and not _same_table(element, target):
-            raise _Unsupported
-        if isinstance(element, ColumnClause) and element.table is not None:
-            if not _same_table(element.table, target):
-                raise _Unsupported
-    return [op, _table_name(compiled, target)]
-
-
-def _ddl_parts(compiled: object, stmt: object) -> list[str]:
-    preparer = getattr(compiled, "preparer", None)
-    element = getattr(stmt, "element", None)
-    if isinstance(stmt, (CreateTable, DropTable)) and isinstance(element, TableClause):
-        verb = "CREATE" if isinstance(stmt, CreateTable) else "DROP"
-        return [verb, "TABLE", _table_name(compiled, element)]
-    if preparer is None:
-        raise _Unsupported
-    if isinstance(stmt, (CreateIndex, DropIndex)):
-        verb = "CREATE" if isinstance(stmt, CreateIndex) else "DROP"
-        return [verb, "INDEX", _render_name(preparer.format_index(element))]
-    if isinstance(stmt, (CreateSequence, DropSequence)):
-        verb = "CREATE" if isinstance(stmt, CreateSequence) else "DROP"
-        return [verb, "SEQUENCE", _render_name(preparer.format_sequence(element))]
-    if isinstance(stmt, (CreateSchema, DropSchema)) and isinstance(element, str):
-        verb = "CREATE" if isinstance(stmt, CreateSchema) else "DROP"
-        return [verb, "SCHEMA", _render_name(preparer.format_schema(element))]
-    raise _Unsupported
-
-
-def _compiled_parts(compiled: object) -> list[str]:
-    stmt = getattr(compiled, "statement", None)
-    if isinstance(stmt, Select):
-        # For ORM statements the compile state holds the Core SELECT that was rendered
-        # (eager loads, subquery wrapping), which is what the SQL says.
-        core = getattr(getattr(compiled, "compile_state", None), "statement", None)
-        return _select_parts(compiled, core if isinstance(core, Select) else stmt)
-    if isinstance(stmt, CompoundSelect):
-        parts: list[str] = []
-        for select in stmt.selects:
-            if not isinstance(select, Select):
-                raise _Unsupported
-            parts.extend(_select_parts(compiled, select))
-        return parts
-    if isinstance(stmt, Insert):
-        if not isinstance(stmt.table, TableClause):
-            raise _Unsupported
-        source: object = stmt.select
-        _check_flat(stmt, [source] if source is not None else [])
-        parts = ["INSERT", _table_name(compiled, stmt.table)]
-        if isinstance(source, Select):
-            parts.extend(_select_parts(compiled, source))
-        elif source is not None:
-            raise _Unsupported
-        return parts
-    if isinstance(stmt, Update):
-        return _dml_parts(compiled, stmt, "UPDATE")
-    if isinstance(stmt, Delete):
-        return _dml_parts(compiled, stmt, "DELETE")
-    return _ddl_parts(compiled, stmt)
-
-
-def summarize_compiled(compiled: object) -> str | None:
-    """Summary from a SQLAlchemy ``Compiled`` (``context.compiled``), or None if unsure.
-
-    Agrees with summarize_sql on the compiled SQL; returns None for shapes it does not
-    model (subqueries, CTEs, UPDATE .. FROM, table functions, textual DDL...). One
-    deliberate difference: an executemany batch that SQLAlchemy's "insertmanyvalues"
-    rewrites to INSERT .. SELECT .. FROM (VALUES ..) is still ``INSERT t`` here, where
-    the rewritten SQL reads ``INSERT t SELECT``.
-    """
-    try:
-        stmt = getattr(compiled, "statement", None)
-        if isinstance(stmt, TextClause):
-            return summarize_sql(stmt.text)
-        parts = [p for p in _compiled_parts(compiled) if p]
-        summary = " ".join(parts)
-        while len(summary) > MAX_SUMMARY_LEN and parts:
-            parts.pop()
-            summary = " ".join(parts)
-        return summary or None
-    except Exception:  # unsupported shape, or SQLAlchemy internals moved: use the SQL
-        return None

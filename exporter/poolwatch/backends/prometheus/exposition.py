@@ -1,0 +1,188 @@
+"""The ``/metrics`` poolwatch serves: prometheus_client's exposition for everything in the
+registry, except poolwatch's own histograms, which are written from their pre-rendered lines
+(see :mod:`poolwatch.backends.prometheus.histogram` for why). Text format 0.0.4 or OpenMetrics, as
+the scraper asks; gzip when it accepts it.
+
+Applications that serve ``/metrics`` themselves can use :func:`generate_latest` in place of
+prometheus_client's to get the same speed; prometheus_client's own exposition shows the same
+series, only more slowly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import generate_latest as text_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+from poolwatch.backends.prometheus.histogram import rendering_elsewhere
+from poolwatch.backends.prometheus.metrics import histogram_families
+from poolwatch.core.errors import logger
+
+__all__ = [
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "HANDLER_TIMEOUT",
+    "LISTEN_BACKLOG",
+    "MAX_HANDLERS",
+    "MetricsServer",
+    "generate_latest",
+    "serve",
+]
+
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_EOF = b"# EOF\n"
+
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues while the accept loop is busy (socketserver's default is 5, at
+which a burst of connects has most of them retried by the client a second later)."""
+HANDLER_TIMEOUT = 10.0
+"""Seconds one read or write on a scrape's socket may block: a client that connects and sends
+nothing, or stops reading, gives its thread back after this."""
+MAX_HANDLERS = 16
+"""Scrapes served at once; past this a connection is answered 503 at once and closed, so idle or
+stuck clients cannot make the exporter start threads without limit."""
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# What a client that goes away or stalls does to a handler: nothing the app can act on.
+_CLIENT_FAULTS = (ConnectionError, TimeoutError)
+_LOG_INTERVAL = 60.0
+
+
+def generate_latest(registry: CollectorRegistry = REGISTRY, *, openmetrics: bool = False) -> bytes:
+    """The registry's exposition, with poolwatch's histograms written fast."""
+    families = histogram_families(registry)
+    if not families:
+        return (openmetrics_latest if openmetrics else text_latest)(registry)
+    with rendering_elsewhere():
+        rest = (openmetrics_latest if openmetrics else text_latest)(registry)
+    ours: list[str] = []
+    for family in families:
+        family.render(ours, openmetrics=openmetrics)
+    body = "".join(ours).encode()
+    if openmetrics and rest.endswith(_EOF):
+        return rest[: -len(_EOF)] + body + _EOF
+    return rest + body
+
+
+def _wants_openmetrics(accept: str) -> bool:
+    # What prometheus_client's choose_encoder decides: OpenMetrics when it is asked for at all.
+    return any(
+        part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(",")
+    )
+
+
+def _handler(registry: CollectorRegistry, io_timeout: float) -> type[BaseHTTPRequestHandler]:
+    class MetricsHandler(BaseHTTPRequestHandler):
+        timeout = io_timeout  # StreamRequestHandler.setup puts it on the socket
+
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/", "/metrics"):
+                self.send_error(404)
+                return
+            openmetrics = _wants_openmetrics(self.headers.get("Accept", ""))
+            try:
+                body = generate_latest(registry, openmetrics=openmetrics)
+            except Exception:
+                self.send_error(500, "error generating metrics")
+                raise
+            self.send_response(200)
+            self.send_header(
+                "Content-Type", CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT
+            )
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=1)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # a scrape every few seconds is not worth a log line
+
+    return MetricsHandler
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a real listen backlog, socket timeouts, at most
+    ``max_handlers`` handler threads, and nothing on the application's stderr: a client that
+    disconnects or stalls is counted in ``client_errors`` and logged at DEBUG; any other error in
+    a handler is counted in ``handler_errors`` and logged at most once a minute."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry = REGISTRY,
+        *,
+        timeout: float = HANDLER_TIMEOUT,
+        max_handlers: int = MAX_HANDLERS,
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_handlers)
+        self.client_errors = 0
+        self.handler_errors = 0
+        self.rejected = 0
+        self._last_logged = float("-inf")
+        super().__init__(address, _handler(registry, timeout))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Answered from the accept loop without blocking it: the reply fits the socket's
+            # send buffer of a connection that has just been accepted.
+            self.rejected += 1
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr, which is the application's.
+        error = sys.exc_info()[1]
+        if isinstance(error, _CLIENT_FAULTS):
+            self.client_errors += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("poolwatch: a metrics client went away (%s)", type(error).__name__)
+            return
+        self.handler_errors += 1
+        now = time.monotonic()
+        if now - self._last_logged >= _LOG_INTERVAL:
+            self._last_logged = now
+            logger.error(
+                "poolwatch: error serving /metrics (logged at most every %.0f s)",
+                _LOG_INTERVAL,
+                exc_info=error,
+            )
+
+
+def serve(addr: str, port: int, registry: CollectorRegistry = REGISTRY) -> MetricsServer:
+    """Serve ``/metrics`` from a daemon thread; raises ``OSError`` if the port is taken."""
+    server = MetricsServer((addr, port), registry)
+    thread = threading.Thread(
+        target=server.serve_forever, name="poolwatch-metrics-http", daemon=True
+    )
+    thread.start()
+    return server
