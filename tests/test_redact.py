@@ -339,3 +339,29 @@ def test_no_secret_in_the_slow_statement_log(postgres_url, registry, make_engine
             assert secret not in lines[0], (sql, lines[0])
 
     check()
+
+
+def test_a_mysql_string_in_a_table_position_never_reaches_the_summary_label(
+    registry, make_engine
+) -> None:
+    # Double quotes make a string on MySQL: the summary of the statement that failed with it must
+    # not take it for a table name (the statement's own dialect decides how it is read).
+    pytest.importorskip("pymysql")
+    from prometheus_client import generate_latest
+
+    from tests.support.services import unavailable
+
+    engine = make_engine("mysql+pymysql://root@127.0.0.1:3306/test")
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    except Exception as e:
+        unavailable(f"MariaDB at 127.0.0.1:3306 ({type(e).__name__})")
+    poolwatch.instrument(engine, registry=registry, name="redact-mysql-summary")
+    with engine.connect() as c:
+        with pytest.raises(Exception):  # noqa: B017 - the server's syntax error, whatever class
+            c.exec_driver_sql('SELECT 1 FROM "Zqsecretlabel"')
+        c.exec_driver_sql("SELECT 1 FROM DUAL # Zqsecretcomment")
+    exposition = generate_latest(registry).decode()
+    assert 'db_query_summary="SELECT"' in exposition
+    assert "Zqsecret" not in exposition
