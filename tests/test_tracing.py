@@ -178,6 +178,7 @@ def test_timed_out_checkout_is_an_error_span_and_the_app_gets_timeout_error(
     (exc_event,) = [e for e in wait.events if e.name == "exception"]
     assert exc_event.attributes is not None
     assert dict(exc_event.attributes) == {"exception.type": "sqlalchemy.exc.TimeoutError"}
+    assert wait.attributes["error.type"] == "TimeoutError"
     assert wait.status.description == "connection pool timeout"
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from poolwatch.core.config import Settings
 from poolwatch.core.version import __version__
-from poolwatch.sql.error_types import classify_connection_error
+from poolwatch.sql.error_types import classify_connection_error, classify_error
 from poolwatch.sql.redact import redact_sql
 
 __all__ = [
@@ -151,12 +151,14 @@ class Tracing:
             span.end(end_time=end_ns)
 
     def _failed(self, span: trace.Span, error: BaseException) -> None:
+        timed_out = isinstance(error, self.timeout_errors)
         try:
-            error_type = classify_connection_error(error)
+            # The pool's own timeout keeps its class name, apart from a connect timeout.
+            error_type = classify_error(error) if timed_out else classify_connection_error(error)
         except Exception:  # a type name is good enough
             error_type = type(error).__qualname__
         span.set_attribute("error.type", error_type)
-        if isinstance(error, self.timeout_errors):
+        if timed_out:
             span.set_status(Status(StatusCode.ERROR, "connection pool timeout"))
         else:
             span.set_status(Status(StatusCode.ERROR))
