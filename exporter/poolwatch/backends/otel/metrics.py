@@ -23,10 +23,10 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from poolwatch.core.catalog import CATALOG, Metric
-from poolwatch.core.config import Settings
+from poolwatch.core.config import Settings, with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
-from poolwatch.core.tracker import NOTHING_PENDING, Recorder, Sink, immediate
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.core.version import __version__
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
@@ -50,6 +50,7 @@ class OTelMetrics:
         meter_provider: MeterProvider,
         pool_buckets: Sequence[float],
         operation_buckets: Sequence[float],
+        timeout: float | None = None,
     ) -> None:
         self.pools: PoolSet[dict[str, Any]] = PoolSet()
         meter = meter_provider.get_meter(METER_NAME, __version__)
@@ -58,9 +59,14 @@ class OTelMetrics:
         self.instrument: dict[str, Any] = {}
         for m in CATALOG:
             if m.otel_instrument == "histogram":
+                bounds = buckets[m.buckets or "pool"]
+                if m.key == "wait_time":
+                    # Bucket advice is per instrument, not per pool: the first pool's timeout
+                    # (the Prometheus backend gives every pool its own).
+                    bounds = with_bound(bounds, timeout)
                 self.instrument[m.key] = meter.create_histogram(
                     m.otel, unit=m.unit, description=m.help,
-                    explicit_bucket_boundaries_advisory=list(buckets[m.buckets or "pool"]),
+                    explicit_bucket_boundaries_advisory=list(bounds),
                 )  # fmt: skip
             elif m.otel_instrument == "counter":
                 self.instrument[m.key] = meter.create_counter(
@@ -115,16 +121,17 @@ def otel_metrics_for(
     meter_provider: MeterProvider,
     pool_buckets: Sequence[float],
     operation_buckets: Sequence[float],
+    timeout: float | None = None,
 ) -> OTelMetrics:
     with _metrics_lock:
         existing = _by_provider.get(meter_provider)
         if existing is None:
-            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets)
+            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets, timeout)
             _by_provider[meter_provider] = existing
         return existing
 
 
-class OTelTracker:
+class OTelTracker(BaseTracker):
     """One pool's view of an :class:`OTelMetrics`: attributes resolved once per series.
 
     OpenTelemetry cannot delete a series: after ``close()`` the gauges stop reporting the pool,
@@ -140,7 +147,12 @@ class OTelTracker:
         db_system: str,
         settings: Settings,
     ) -> None:
-        m = otel_metrics_for(meter_provider, settings.pool_buckets, settings.operation_buckets)
+        m = otel_metrics_for(
+            meter_provider,
+            settings.pool_buckets,
+            settings.operation_buckets,
+            state.limits().timeout,
+        )
         self._m = m
         self._state = state
         self._db_system = db_system
@@ -149,16 +161,12 @@ class OTelTracker:
         self._attrs = attrs
         self.wait: Recorder = partial(m.instrument["wait_time"].record, attributes=attrs)
         self.use: Recorder = partial(m.instrument["use_time"].record, attributes=attrs)
-        self.pending = NOTHING_PENDING  # the SDK aggregates each value as it is recorded
         self._create: Recorder = partial(m.instrument["create_time"].record, attributes=attrs)
         # Start these counters at 0, as the Prometheus backend does: increase() and alert rules
         # need the series before the first timeout or leak.
         for key in ("timeouts", "leaks", "summaries_folded"):
             m.instrument[key].add(0, attrs)
         m.pools.add(state, attrs)
-
-    def drain(self) -> None:
-        pass
 
     def created(self, seconds: float) -> None:
         self._create(seconds)
