@@ -23,7 +23,7 @@ def checkin_seam(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     """Both ways poolwatch sees a checkin: the pool's ``_return_conn`` (what SQLAlchemy 2.0 and
     2.1 have) and the ``checkin`` event it falls back to for a pool without that method."""
     if request.param == "checkin_event":
-        monkeypatch.setattr(poolwatch.sources.sqlalchemy.pool, "RETURN_SEAM", "_no_such_method")
+        monkeypatch.setattr(poolwatch.sources.sqlalchemy._compat, "RETURN_SEAM", "_no_such_method")
     return str(request.param)
 
 
@@ -368,11 +368,7 @@ def test_database_down_counts_connection_errors(throwaway_pg, registry, make_eng
     for _ in range(2):
         with pytest.raises(sqlalchemy.exc.OperationalError):
             engine.connect()
-    assert (
-        m("poolwatch_connection_errors_total", error_type="connection_exception")
-        + m("poolwatch_connection_errors_total", error_type="OperationalError")
-        == 2
-    )
+    assert m("poolwatch_connection_errors_total", error_type="connection_refused") == 2
     assert (m.used, m.idle, m.pending) == (0, 0, 0)
     assert m("db_client_connection_timeouts_total") == 0
     throwaway_pg.start()

@@ -162,7 +162,7 @@ def test_connection_errors_by_type(registry, postgres_url, build):
         m = Reader(registry, handle.name)
         with pytest.raises(psycopg.OperationalError):
             pool.getconn()
-        assert m("poolwatch_connection_errors_total", error_type="OperationalError") == 1
+        assert m("poolwatch_connection_errors_total", error_type="connection_refused") == 1
         assert m("db_client_connection_timeouts_total") == 0
         assert observed(m) == (0, 0) and m.pending == 0
     finally:

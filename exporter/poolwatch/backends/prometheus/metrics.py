@@ -24,7 +24,8 @@ from poolwatch.core.catalog import CATALOG, POOL_LABEL
 from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
-from poolwatch.core.tracker import Recorder, Sink, immediate
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
+from poolwatch.sql.error_types import CONNECTION_ERROR_TYPES
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
@@ -152,7 +153,7 @@ class PoolStateCollector(Collector):
         return families
 
 
-class PrometheusTracker:
+class PrometheusTracker(BaseTracker):
     """One pool's view of a :class:`PrometheusMetrics`: children resolved once."""
 
     def __init__(
@@ -182,6 +183,10 @@ class PrometheusTracker:
         self._leaks = c["leaks"].labels(*values)
         self._folded = c["summaries_folded"].labels(*values)
         self._errors = c["connection_errors"]
+        # Every connection-failure type at 0 from the start: increase() cannot count a series'
+        # first sample, and the first refusal by a full server must page.
+        for error_type in CONNECTION_ERROR_TYPES:
+            self._errors.labels(*values, error_type)
         self._invalidations = c["invalidations"]
         # Compiled, each recorder counts at once and ``pending`` is NOTHING_PENDING. Interpreted,
         # each is a bare ``deque.append``; the listeners drain both queues when ``pending``, the

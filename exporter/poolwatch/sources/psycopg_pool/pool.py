@@ -41,7 +41,7 @@ from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
 from poolwatch.sources.psycopg_pool import _compat
-from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.error_types import classify_connection_error
 
 __all__ = ["TOO_MANY_REQUESTS", "PsycopgPoolInstrumentation", "pool_limits"]
 
@@ -215,7 +215,7 @@ class PsycopgPoolInstrumentation:
             ):
                 # A failed connect (null pools connect in getconn) was counted by the connect
                 # seam already.
-                self.tracker.connection_error(classify_error(error))
+                self.tracker.connection_error(classify_connection_error(error))
             if self.on_wait is not None:
                 self.on_wait(t0, t1, error)
         except Exception as e:
@@ -245,7 +245,7 @@ class PsycopgPoolInstrumentation:
     def _connect_failed(self, error: BaseException) -> None:
         try:
             if isinstance(error, Exception):
-                self.tracker.connection_error(classify_error(error))
+                self.tracker.connection_error(classify_connection_error(error))
         except Exception as e:
             self.state.errors.report("connect", e)
 

@@ -39,28 +39,28 @@ from poolwatch.core.leaks import LeakDetector
 from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
-from poolwatch.sql.error_types import classify_error
+from poolwatch.sources.sqlalchemy import _compat
+from poolwatch.sql.error_types import classify_connection_error, classify_error
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
 _INVALIDATION_REASONS_MAX = 20
 # The pool method every checkin ends in (SQLAlchemy 2.0 and 2.1); see the module docstring.
-RETURN_SEAM = "_return_conn"
-_WRAPPED_METHODS = ("connect", "recreate", RETURN_SEAM)
+_WRAPPED_METHODS = ("connect", "recreate", _compat.RETURN_SEAM)
 
 
 def pool_limits(pool: Pool) -> PoolLimits:
     """The pool's configuration. Private attributes are read defensively: absent means unknown."""
     cls = type(pool).__name__
-    recycle = getattr(pool, "_recycle", None)
+    recycle = _compat.private(pool, "_recycle")
     common: dict[str, Any] = {
         "pool_class": cls,
         "recycle": None if recycle is None or recycle < 0 else float(recycle),
-        "pre_ping": getattr(pool, "_pre_ping", None),
+        "pre_ping": _compat.private(pool, "_pre_ping"),
     }
     if isinstance(pool, QueuePool):
         size = pool.size()
-        max_overflow = getattr(pool, "_max_overflow", None)
+        max_overflow = _compat.private(pool, "_max_overflow")
         bounded = max_overflow is not None and max_overflow >= 0
         return PoolLimits(
             max=size + max_overflow if bounded and max_overflow is not None else None,
@@ -124,7 +124,8 @@ class PoolInstrumentation:
             engine = self._engine()
             if engine is None:
                 return
-            self._return_seam = callable(getattr(engine.pool, RETURN_SEAM, None))
+            _compat.check()
+            self._return_seam = _compat.has_return_seam(engine.pool)
             if not self._return_seam:
                 self._listen(engine, "checkin", self._checkin_listener())
             self._listen(engine, "connect", self._on_connect)
@@ -160,12 +161,11 @@ class PoolInstrumentation:
     def _adopt_idle(self, pool: Pool) -> None:
         """Connections the pool opened before ``instrument()`` fired no ``connect`` event for
         us: the idle ones are counted from the pool's queue (private API, read defensively).
-        One checked out at this moment is counted once it has been closed and reopened."""
+        One checked out at this moment is counted once it comes back
+        (:meth:`PoolState.returned_unknown`)."""
         try:
-            queue = getattr(getattr(pool, "_pool", None), "queue", None)
-            for record in list(queue) if queue is not None else ():
-                if getattr(record, "dbapi_connection", None) is not None:
-                    self.state.live.add(record)
+            for record in _compat.idle_records(pool):
+                self.state.live.add(record)
         except Exception as e:
             self.state.errors.report("install", e)
 
@@ -215,8 +215,8 @@ class PoolInstrumentation:
             ("recreate", recreate, poolwatch_recreate),
         ]
         if self._return_seam:
-            return_conn = getattr(pool, RETURN_SEAM)
-            replaced.append((RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
+            return_conn = getattr(pool, _compat.RETURN_SEAM)
+            replaced.append((_compat.RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
         for method, original, wrapper in replaced:
             wrapper.__wrapped__ = original
             wrapper._poolwatch = self
@@ -239,7 +239,7 @@ class PoolInstrumentation:
                     self.tracker.drain()
                 self.tracker.timed_out()
             elif isinstance(error, Exception):
-                self.tracker.connection_error(classify_error(error))
+                self.tracker.connection_error(classify_connection_error(error))
             if self.on_wait is not None:
                 self.on_wait(t0, t1, error)
         except Exception as e:
