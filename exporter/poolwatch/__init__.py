@@ -54,6 +54,8 @@ class Options(TypedDict, total=False):
     tracing: bool | None
     wait_span_threshold: float
     exemplars: bool
+    server_limits: bool
+    application_name: bool | str
     tracer_provider: Any
     meter_provider: Any
 
