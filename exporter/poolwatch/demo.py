@@ -709,15 +709,18 @@ def _run_workload(
     tracer = configure_tracing()
     # The leak must be seen within its phase, however short a run the user asked for.
     leak_phase = next(p for p in PHASES if p.leak).share * (duration or 100.0)
-    handle = poolwatch.instrument(
-        engine, name="demo", registry=registry, port=None,
-        leak_threshold=max(1.5, min(3.0, leak_phase / 3)),
-        slow_query_threshold=0.5, leak_stacks=True,
-        # Resolution around the demo's 1 s pool_timeout: a full wait plus a pre-ping lands just
-        # above it, and a wide bucket there would make the p99 read as up to 2.5 s.
-        pool_buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.05, 1.1,
-                      1.25, 1.5, 2.0, 5.0, 10.0, 30.0),
-    )  # fmt: skip
+    try:
+        handle = poolwatch.instrument(
+            engine, name="demo", registry=registry, port=None,  # served above, not from POOLWATCH_PORT
+            leak_threshold=max(1.5, min(3.0, leak_phase / 3)),
+            slow_query_threshold=0.5, leak_stacks=True,
+            # Resolution around the demo's 1 s pool_timeout: a full wait plus a pre-ping lands
+            # just above it, and a wide bucket there would make the p99 read as up to 2.5 s.
+            pool_buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.05,
+                          1.1, 1.25, 1.5, 2.0, 5.0, 10.0, 30.0),
+        )  # fmt: skip
+    except (TypeError, ValueError) as e:  # a POOLWATCH_* variable the settings refuse
+        raise DemoError(str(e)) from None
     workload = Workload(engine, tables, tracer)
     try:
         view = PoolView(registry, handle.name)
