@@ -1,8 +1,8 @@
 """The one thing pyproject.toml cannot say: compile poolwatch's hot path with Cython.
 
-``exporter/poolwatch/hotpath.py`` is copied to ``poolwatch._hotpath`` (with the source's digest
-appended, so a build left over from an older source is never used, see
-``poolwatch/wrappers.py``) and compiled. The extension is optional: on PyPy, without a C
+``exporter/poolwatch/core/hotpath.py`` is copied to ``poolwatch.core._hotpath`` (with the source's
+digest appended, so a build left over from an older source is never used, see
+``poolwatch/core/build.py``) and compiled. The extension is optional: on PyPy, without a C
 compiler, or with ``POOLWATCH_PURE_PYTHON=1`` set at install time, poolwatch installs and runs
 the same source interpreted.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-SOURCE = Path("exporter/poolwatch/hotpath.py")
-GENERATED = Path("build/cython/poolwatch/_hotpath.py")
+SOURCE = Path("exporter/poolwatch/core/hotpath.py")
+GENERATED = Path("build/cython/poolwatch/core/_hotpath.py")
 
 
 def _pure_python() -> bool:
-    # The values poolwatch accepts at run time (poolwatch.wrappers.pure_python_requested).
+    # The values poolwatch accepts at run time (poolwatch.core.build.pure_python_requested).
     return os.environ.get("POOLWATCH_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -39,7 +39,7 @@ def extensions() -> list[Extension]:
     digest = hashlib.sha256(source).hexdigest()
     GENERATED.write_bytes(source + f'\nSOURCE_SHA256 = "{digest}"\n'.encode())
     return cythonize(
-        [Extension("poolwatch._hotpath", [str(GENERATED)], optional=True)],
+        [Extension("poolwatch.core._hotpath", [str(GENERATED)], optional=True)],
         compiler_directives={"language_level": "3"},
         quiet=True,
     )

@@ -192,7 +192,7 @@ def apply_config(engine: Engine, config: str) -> Applied:
         return a
     if config in ("pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"):
         if config == "pw_py":
-            # Read once, when poolwatch.wrappers is first imported (nothing imported it yet).
+            # Read once, when poolwatch.core.build is first imported (nothing imported it yet).
             os.environ["POOLWATCH_PURE_PYTHON"] = "1"
         from prometheus_client import CollectorRegistry
 
@@ -288,7 +288,7 @@ def evidence(a: Applied, config: str) -> dict[str, Any]:
     if a.span_counter is not None:
         out["spans"] = a.span_counter.ended
     if config.startswith("pw"):
-        from poolwatch import wrappers
+        from poolwatch.core import build as wrappers
 
         out["hotpath"] = "compiled" if wrappers.COMPILED else "interpreted"
     if config.startswith("noop_"):

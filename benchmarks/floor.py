@@ -6,7 +6,7 @@ Part 1, micro-timings (timeit, GC off, median of repeats, the empty loop subtrac
   a time.perf_counter() pair, a time.perf_counter_ns() pair, Histogram.observe on a label child
   resolved beforehand, poolwatch's own HistogramChild.observe, Gauge.inc (no labels),
   Counter.inc on a resolved child, an OpenTelemetry SDK span started and ended (4 attributes, a
-  no-op span processor), and poolwatch's three hot-path wrappers (poolwatch.hotpath, compiled
+  no-op span processor), and poolwatch's three hot-path wrappers (poolwatch.core.hotpath, compiled
   and interpreted) around no-op stand-ins for the pool and the dialect: one checkout, statement
   and checkin, less the same three calls without poolwatch.
 Part 2, the seam: `SELECT 1` on SQLite (the select1_sqlite workload), interleaved in warm worker
@@ -47,14 +47,14 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 _tp = TracerProvider()
 _tp.add_span_processor(SpanProcessor())
 tracer = _tp.get_tracer("floor")
-try:  # poolwatch's own histogram (poolwatch.histogram), if this version has one
-    from poolwatch.histogram import Histogram as PwHistogram
+try:  # poolwatch's own histogram (poolwatch.backends.prometheus.histogram), if this version has one
+    from poolwatch.backends.prometheus.histogram import Histogram as PwHistogram
     pw_observe = PwHistogram("pw_seconds", "h", ["pool", "summary"],
                              [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]).labels("p", "S").observe
 except ImportError:
     pw_observe = None
 # poolwatch's three hot-path wrappers around no-op stand-ins for the pool and the dialect: one
-# checkout, one statement, one checkin, with each build of poolwatch.hotpath.
+# checkout, one statement, one checkin, with each build of poolwatch.core.hotpath.
 import itertools, types
 from collections import deque
 def _noop4(cursor, statement, parameters, context):
@@ -67,7 +67,7 @@ def bare_path():
 def _pw_path(m):
     # Recorders as poolwatch's histograms give them: compiled, a Buckets counter that never
     # defers; interpreted, a deque drained past 128 values.
-    from poolwatch.state import PoolState
+    from poolwatch.core.state import PoolState
     inst = types.SimpleNamespace(state=PoolState("p"), leaks=None, on_wait=None)
     q = deque()
     if m.COMPILED:
@@ -85,11 +85,11 @@ def _pw_path(m):
         co(); ex(None, "SELECT 1", (), None); ci(_record)
     return path
 try:
-    from poolwatch import hotpath as _interpreted, wrappers as _wrappers
+    from poolwatch.core import hotpath as _interpreted, build as _wrappers
     pw_path_py = _pw_path(_interpreted)
     _compiled = _wrappers.compiled_build()
     pw_path_c = _pw_path(_compiled) if _compiled is not None else None
-except ImportError:  # a poolwatch without poolwatch.hotpath
+except ImportError:  # a poolwatch without poolwatch.core.hotpath
     pw_path_py = pw_path_c = None
 attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "db.query.summary": "SELECT t",
          "db.client.connection.pool.name": "p"}

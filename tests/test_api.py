@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine, event, text
 
 import poolwatch
-from poolwatch.config import resolve_settings
-from poolwatch.naming import default_pool_name
+from poolwatch.core.config import resolve_settings
+from poolwatch.sources.sqlalchemy.source import default_pool_name
 from tests.support.pools import Reader
 from tests.support.services import free_port
 
@@ -225,7 +225,7 @@ def test_dropped_engines_are_collected_with_their_series(registry) -> None:
 def test_http_exporter_starts_once_and_a_taken_port_is_logged(
     registry, make_engine, caplog
 ) -> None:
-    from poolwatch import server
+    from poolwatch.backends.prometheus import server
 
     if server.serving_on() is not None:
         pytest.skip("this process already serves metrics")  # pragma: no cover
@@ -258,7 +258,7 @@ def test_garbage_collection_inside_a_locked_metric_does_not_deadlock(registry) -
     while prometheus_client holds a metric's lock; tearing down series there would deadlock."""
     import threading
 
-    from poolwatch.prometheus import metrics_for
+    from poolwatch.backends.prometheus.metrics import metrics_for
 
     engine = create_engine("sqlite://")
     handle = poolwatch.instrument(engine, name="dropped", registry=registry)
@@ -267,7 +267,7 @@ def test_garbage_collection_inside_a_locked_metric_does_not_deadlock(registry) -
     done = threading.Event()
 
     def collect_while_locked() -> None:
-        with metrics.wait_time._lock, metrics.operation_duration._lock:
+        with metrics.histogram["wait_time"]._lock, metrics.histogram["operation_duration"]._lock:
             gc.collect()
         done.set()
 

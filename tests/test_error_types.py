@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc
 
-from poolwatch.error_types import OTHER_ERROR, SQLSTATE_CLASSES, classify_error
+from poolwatch.sql.error_types import OTHER_ERROR, SQLSTATE_CLASSES, classify_error
 
 _LABEL = re.compile(r"[A-Za-z0-9_.]{1,64}")
 

@@ -18,7 +18,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import Engine, text
 
 import poolwatch
-from poolwatch.tracing import current_exemplar
+from poolwatch.backends.otel.tracing import current_exemplar
 
 WAIT = "db_client_connection_wait_time_seconds"
 OPERATION = "db_client_operation_duration_seconds"

@@ -17,7 +17,8 @@ import sqlalchemy
 from sqlalchemy import text
 
 import poolwatch
-from poolwatch import hotpath, wrappers
+from poolwatch.core import build as wrappers
+from poolwatch.core import hotpath
 from tests.support.builds import compiled_build
 from tests.support.pools import Reader
 from tests.test_statements import _series
@@ -25,7 +26,7 @@ from tests.test_statements import _series
 
 def _chosen(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import poolwatch.wrappers as w; print(w.COMPILED)"],
+        [sys.executable, "-c", "import poolwatch.core.build as w; print(w.COMPILED)"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -23,7 +23,7 @@ def checkin_seam(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     """Both ways poolwatch sees a checkin: the pool's ``_return_conn`` (what SQLAlchemy 2.0 and
     2.1 have) and the ``checkin`` event it falls back to for a pool without that method."""
     if request.param == "checkin_event":
-        monkeypatch.setattr(poolwatch.sqlalchemy_pool, "RETURN_SEAM", "_no_such_method")
+        monkeypatch.setattr(poolwatch.sources.sqlalchemy.pool, "RETURN_SEAM", "_no_such_method")
     return str(request.param)
 
 

@@ -14,8 +14,8 @@ from prometheus_client import generate_latest
 from sqlalchemy import text
 
 import poolwatch
-from poolwatch.prometheus import PrometheusTracker
-from poolwatch.tracker import immediate
+from poolwatch.backends.prometheus.metrics import PrometheusTracker
+from poolwatch.core.tracker import immediate
 from tests.support.pools import Reader
 from tests.support.services import prometheus_binary
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, event, text
 
 import poolwatch
-from poolwatch.config import resolve_settings, tracing_enabled
-from poolwatch.tracing import POOL_NAME_ATTRIBUTE, WAIT_SPAN_NAME, WAIT_TIME_ATTRIBUTE
+from poolwatch.backends.otel.tracing import POOL_NAME_ATTRIBUTE, WAIT_SPAN_NAME, WAIT_TIME_ATTRIBUTE
+from poolwatch.core.config import resolve_settings, tracing_enabled
 
 HOLD = 0.3
 
@@ -387,11 +387,11 @@ def test_environment_turns_tracing_on_with_the_global_provider(
     engine = engines()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     handle = poolwatch.instrument(engine, name=unique(), registry=registry)
-    assert handle._tracing is not None
+    assert handle.telemetry.tracing is not None
     handle.uninstrument()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     handle = poolwatch.instrument(engine, name=unique(), registry=registry)
-    assert handle._tracing is None
+    assert handle.telemetry.tracing is None
 
 
 # -- the seam: EngineTracer's listeners run from do_execute -----------------------------------------

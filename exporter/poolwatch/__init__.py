@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 from typing_extensions import Unpack
 
-from .auto import AllEngines, instrument_all
-from .config import Settings, resolve_settings
-from .instrumentation import Instrumentation, instrument_engine, instrumented, uninstrument_engine
+from poolwatch import api
+from poolwatch.core.config import Settings
+from poolwatch.core.instrumentation import Instrumentation
+from poolwatch.core.version import __version__
+from poolwatch.sources.sqlalchemy.auto import AllEngines
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,9 +34,6 @@ __all__ = [
     "instrumented",
     "uninstrument",
 ]
-
-__version__ = "0.1.0"
-
 
 class Options(TypedDict, total=False):
     """The keywords of :func:`instrument` (README, "Configuration")."""
@@ -78,15 +77,15 @@ def instrument(
     default (README, "Configuration"). A bad value raises ``ValueError`` naming the setting; an
     unknown keyword raises ``TypeError``.
     """
-    given: dict[str, Any] = dict(options)
-    registry = given.pop("registry", None)
-    providers = {k: given.pop(k, None) for k in ("tracer_provider", "meter_provider")}
-    if engine is None:
-        resolve_settings(given)  # fail now, not at the first create_engine()
-        return instrument_all(given, registry, providers)
-    return instrument_engine(engine, given, registry=registry, **providers)
+    result: Instrumentation | AllEngines = api.instrument(engine, dict(options))
+    return result
 
 
 def uninstrument(engine: Any) -> bool:
     """Remove poolwatch from ``engine``; returns whether it was instrumented."""
-    return uninstrument_engine(engine)
+    return api.uninstrument(engine)
+
+
+def instrumented(engine: Any) -> Instrumentation | None:
+    """The handle of ``engine``'s instrumentation, or None."""
+    return api.instrumented(engine)

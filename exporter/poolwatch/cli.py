@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from poolwatch.core.version import __version__
 
 __all__ = ["main"]
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Steady traffic, a burst that saturates the pool and times callers out, a "
         "leaked connection, slow queries, recovery; /metrics is served throughout.",
     )
-    from . import demo as demo_module
+    from poolwatch import demo as demo_module
 
     demo_module.add_arguments(demo)
     args = parser.parse_args(argv)

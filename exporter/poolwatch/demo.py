@@ -180,7 +180,7 @@ def configure_tracing() -> Any:
     """When the environment asks for traces (``OTEL_EXPORTER_OTLP_ENDPOINT``, as in the compose
     stack), set up the OpenTelemetry SDK with an OTLP exporter, as ``opentelemetry-instrument``
     would; returns a tracer for the demo's "requests", or None."""
-    from .config import otel_traces_configured
+    from poolwatch.core.config import otel_traces_configured
 
     if not otel_traces_configured():
         return None

@@ -19,7 +19,7 @@ _PREFIX = "poolwatch_"
 class PoolwatchPlugin(CreateEnginePlugin):
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
-        from .config import resolve_settings
+        from poolwatch.core.config import resolve_settings
 
         self._url_keys = [k for k in url.query if k.startswith(_PREFIX)]
         overrides: dict[str, Any] = {}
@@ -36,6 +36,6 @@ class PoolwatchPlugin(CreateEnginePlugin):
         return url.difference_update_query(self._url_keys)
 
     def engine_created(self, engine: Engine) -> None:
-        from .instrumentation import instrument_engine
+        from poolwatch.api import instrument_engine
 
-        instrument_engine(engine, dict(self._overrides), registry=None)
+        instrument_engine(engine, dict(self._overrides))

@@ -6,7 +6,8 @@ from types import ModuleType
 
 import pytest
 
-from poolwatch import hotpath, wrappers
+from poolwatch.core import build as wrappers
+from poolwatch.core import hotpath
 from tests.support.services import unavailable
 
 BUILDS = ("compiled", "interpreted")
@@ -14,10 +15,10 @@ _WRAPPERS = ("Switch", "Series", "checkout_wrapper", "checkin_wrapper", "execute
 
 
 def compiled_build() -> ModuleType:
-    """``poolwatch._hotpath``; a missing or stale build is a failure in CI, a skip elsewhere."""
+    """``poolwatch.core._hotpath``; a missing or stale build is a failure in CI, a skip elsewhere."""
     module = wrappers.compiled_build()
     if module is None:
-        unavailable("the compiled hot path (poolwatch._hotpath, built by setup.py)")
+        unavailable("the compiled hot path (poolwatch.core._hotpath, built by setup.py)")
     assert module is not None
     return module
 

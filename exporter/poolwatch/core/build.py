@@ -1,7 +1,7 @@
-"""Which build of :mod:`poolwatch.hotpath` the listeners install: compiled when it can be.
+"""Which build of :mod:`poolwatch.core.hotpath` the listeners install: compiled when it can be.
 
-``poolwatch._hotpath`` is ``hotpath.py`` compiled by Cython at install time (``setup.py``). It is
-used when it was built from the ``hotpath.py`` installed beside it (a build left over from an
+``poolwatch.core._hotpath`` is ``hotpath.py`` compiled by Cython at install time (``setup.py``). It
+is used when it was built from the ``hotpath.py`` installed beside it (a build left over from an
 older source would run old code), on an interpreter with the GIL (the wrappers rely on it as the
 interpreted ones do; a free-threaded build would re-enable it for a module that does not declare
 otherwise), and unless ``POOLWATCH_PURE_PYTHON`` is true in the environment when poolwatch is
@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
-from . import hotpath as interpreted
-from .config import _parse_bool
-from .guard import logger
+from poolwatch.core import hotpath as interpreted
+from poolwatch.core.config import _parse_bool
+from poolwatch.core.errors import logger
 
 __all__ = [
     "COMPILED", "Buckets", "Series", "Switch", "checkin_wrapper", "checkout_wrapper",
@@ -38,10 +38,10 @@ def pure_python_requested(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def compiled_build() -> ModuleType | None:
-    """``poolwatch._hotpath`` if it is installed and was built from the ``hotpath.py`` beside it;
-    None otherwise (a build from another source is logged)."""
+    """``poolwatch.core._hotpath`` if it is installed and was built from the ``hotpath.py`` beside
+    it; None otherwise (a build from another source is logged)."""
     try:
-        module = importlib.import_module("poolwatch._hotpath")
+        module = importlib.import_module("poolwatch.core._hotpath")
     except ImportError:
         return None
     try:
@@ -78,7 +78,7 @@ checkin_wrapper = interpreted.checkin_wrapper
 execute_wrapper = interpreted.execute_wrapper
 Buckets: type[interpreted.Buckets] | None = None
 """The compiled bucket counter poolwatch's histograms record into, or None: interpreted, they
-defer values to a ``deque`` instead (see :mod:`poolwatch.histogram`)."""
+defer values to a ``deque`` instead (see :mod:`poolwatch.backends.prometheus.histogram`)."""
 if COMPILED:
     Buckets = _module.Buckets
     Switch = _module.Switch

@@ -32,12 +32,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
-from . import wrappers
-from .error_types import classify_error
-from .guard import logger
-from .leaks import LeakDetector
-from .state import PoolLimits, PoolState
-from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.core import build as wrappers
+from poolwatch.core.errors import logger
+from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.state import PoolLimits, PoolState
+from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.sql.error_types import classify_error
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
@@ -178,7 +178,7 @@ class PoolInstrumentation:
             return
         connect = pool.connect
         # The tracker's recorders are fixed for its life: the wrapper holds them, not the
-        # tracker (see poolwatch.hotpath).
+        # tracker (see poolwatch.core.hotpath).
         poolwatch_connect = wrappers.checkout_wrapper(
             connect,
             self.switch,

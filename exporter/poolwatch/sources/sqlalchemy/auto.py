@@ -15,9 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
-from .guard import logger
+from poolwatch.core.errors import logger
 
 __all__ = ["AllEngines", "instrument_all"]
 
@@ -37,15 +35,9 @@ class AllEngines:
     """Handle for the automatic mode; ``uninstrument()`` restores ``create_engine`` and removes
     poolwatch from every engine this mode instrumented."""
 
-    def __init__(
-        self,
-        overrides: dict[str, Any],
-        registry: CollectorRegistry | None,
-        providers: dict[str, Any],
-    ) -> None:
-        self._overrides = overrides
-        self._registry = registry
-        self._providers = providers
+    def __init__(self, instrument: Callable[[Any], Any]) -> None:
+        # ``instrument(engine)`` with the settings and backends of the call that made this mode.
+        self._instrument_one = instrument
         self._patched: list[tuple[Any, str, Callable[..., Any]]] = []
         self._handles: list[Any] = []
         self._active = False
@@ -75,14 +67,8 @@ class AllEngines:
         return create_engine
 
     def _instrument(self, engine: Any) -> None:
-        from .instrumentation import instrument_engine
-
         try:
-            handle = instrument_engine(
-                engine, dict(self._overrides), registry=self._registry, automatic=True,
-                **self._providers,
-            )  # fmt: skip
-            self._handles.append(handle)
+            self._handles.append(self._instrument_one(engine))
         except Exception as e:
             logger.error("poolwatch: could not instrument engine %r: %s", engine, e)
 
@@ -108,14 +94,12 @@ class AllEngines:
                 h.uninstrument()
 
 
-def instrument_all(
-    overrides: dict[str, Any], registry: CollectorRegistry | None, providers: dict[str, Any]
-) -> AllEngines:
+def instrument_all(instrument: Callable[[Any], Any]) -> AllEngines:
     global _current
     with _lock:
         if _current is not None and _current.active:
             return _current
-        handle = AllEngines(overrides, registry, providers)
+        handle = AllEngines(instrument)
         handle._install()
         _current = handle
         return handle

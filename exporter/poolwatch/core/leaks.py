@@ -16,10 +16,10 @@ import traceback
 import weakref
 from typing import Any
 
-from .guard import logger
-from .lifecycle import run_deferred
-from .state import PoolState
-from .tracker import PoolTracker
+from poolwatch.core.errors import logger
+from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.state import PoolState
+from poolwatch.core.tracker import PoolTracker
 
 __all__ = ["LeakDetector"]
 

@@ -1,4 +1,5 @@
-"""What :mod:`poolwatch.hotpath` uses of the ``cython`` module, for when Cython is not installed.
+"""What :mod:`poolwatch.core.hotpath` uses of the ``cython`` module, for when Cython is not
+installed.
 
 Cython is needed to build the compiled module, not to run poolwatch. Interpreted, the decorators
 change nothing, a declared attribute is an ordinary class attribute holding its default, and the

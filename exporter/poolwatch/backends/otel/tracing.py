@@ -1,16 +1,5 @@
-"""OpenTelemetry traces: a span for each checkout that waited, statement spans, exemplars.
-
-Statement spans come from ``opentelemetry-instrumentation-sqlalchemy``'s ``EngineTracer``,
-attached to this one engine. Its ``SQLAlchemyInstrumentor().instrument()`` is not used because
-it wraps ``create_engine`` and ``Engine.connect`` for the whole process and, on SQLAlchemy 2.1,
-refuses to run at all (the package declares ``sqlalchemy<2.1``). EngineTracer's cursor-event
-listeners are not registered with SQLAlchemy: poolwatch runs those same functions from its
-``do_execute`` seam (:class:`poolwatch.statements.CursorHooks`), because any cursor-event
-listener sends every statement down SQLAlchemy's slower event path (about 13 µs a statement on
-SQLite before the listener does anything). The tracer handed to it is a
-thin wrapper that keeps literals, bound values and the user name out of the spans: the
-statement is passed through :func:`poolwatch.redact.redact_sql`, ``db.user`` and query
-parameters are dropped, and an error's message (which can quote row data) is withheld.
+"""OpenTelemetry traces: a span for each checkout that waited, exemplars, and the redacting tracer
+that sources hand to statement instrumentations.
 
 The wait span has no name in the semantic conventions (they define only the
 ``db.client.connection.wait_time`` metric), so it takes the metric's name without the unit
@@ -22,10 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import event
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
 
 try:
     from opentelemetry import trace
@@ -40,18 +25,16 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 if TYPE_CHECKING:
     from opentelemetry.util._decorator import _AgnosticContextManager
 
-from . import __version__
-from .config import Settings
-from .error_types import classify_error
-from .guard import logger
-from .naming import db_system_name
-from .redact import redact_sql
-from .statements import CursorHooks, StatementInstrumentation
+from poolwatch.core.config import Settings
+from poolwatch.core.version import __version__
+from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.redact import redact_sql
 
 __all__ = [
     "POOL_NAME_ATTRIBUTE",
     "WAIT_SPAN_NAME",
     "WAIT_TIME_ATTRIBUTE",
+    "RedactingTracer",
     "Tracing",
     "current_exemplar",
 ]
@@ -71,11 +54,6 @@ _DROPPED_PREFIXES = ("db.query.parameter.",)
 _WITHHELD = "withheld by poolwatch: database and driver messages can quote row data or users"
 # Redacted statements remembered; past this the cache starts over (bounded memory).
 _CACHE_SIZE = 2000
-# EngineTracer's pool listeners only feed the deprecated db.client.connections.usage metric,
-# which poolwatch's own gauges replace; not registering them keeps checkouts cheap.
-_POOL_USAGE_EVENTS = frozenset({"connect", "close", "checkin", "checkout"})
-# EngineTracer's statement listeners, run from poolwatch's do_execute seam when there is one.
-_CURSOR_EVENTS = frozenset({"before_cursor_execute", "after_cursor_execute", "handle_error"})
 
 
 def _instrumentation_enabled() -> Callable[[], bool]:
@@ -107,9 +85,22 @@ class Tracing:
         self._provider = tracer_provider
         self._tracer = trace.get_tracer("poolwatch", __version__, tracer_provider)
         self._attributes: dict[str, AnyValue] = {POOL_NAME_ATTRIBUTE: pool_name}
-        self._listeners: list[tuple[str, Callable[..., Any]]] = []
-        self._seam: StatementInstrumentation | None = None
         self._active = True
+        self.timeout_errors: tuple[type[BaseException], ...] = ()
+        """The pool library's timeout exceptions (their messages carry only the pool's settings);
+        set by the source."""
+
+    @property
+    def provider(self) -> Any:
+        return self._provider
+
+    def add_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+        # A new dict, not an update: a checkout on another thread may be reading the old one.
+        self._attributes = {**self._attributes, **attributes}
+
+    def stop(self) -> None:
+        """Later waits record no span."""
+        self._active = False
 
     exemplar = staticmethod(current_exemplar)
 
@@ -143,126 +134,20 @@ class Tracing:
         finally:
             span.end(end_time=end_ns)
 
-    @staticmethod
-    def _failed(span: trace.Span, error: BaseException) -> None:
+    def _failed(self, span: trace.Span, error: BaseException) -> None:
         try:
             error_type = classify_error(error)
         except Exception:  # a type name is good enough
             error_type = type(error).__qualname__
         span.set_attribute("error.type", error_type)
-        if isinstance(error, sa_exc.TimeoutError):
-            # SQLAlchemy's own message (pool size, overflow, timeout): nothing of the user's.
+        if isinstance(error, self.timeout_errors):
+            # The pool's own message (pool size, overflow, timeout): nothing of the user's.
             span.set_status(Status(StatusCode.ERROR, "connection pool timeout"))
             span.record_exception(error)
         else:
             # A driver's connect error can name the user or host: keep the type, not the text.
             span.set_status(Status(StatusCode.ERROR))
             span.record_exception(error, attributes={"exception.message": _WITHHELD})
-
-    # -- statement spans ----------------------------------------------------------------------
-    def install(self, engine: Engine, seam: StatementInstrumentation | None = None) -> None:
-        """Statement spans for this engine only (opentelemetry-instrumentation-sqlalchemy).
-
-        With ``seam`` (the engine's statement instrumentation), EngineTracer's cursor listeners
-        run from it; without, they are registered as SQLAlchemy events.
-        """
-        # A new dict, not an update: a checkout on another thread may be reading the old one.
-        self._attributes = {
-            **self._attributes,
-            "db.system.name": db_system_name(engine.dialect.name),
-        }
-        try:
-            from opentelemetry.instrumentation.sqlalchemy import engine as otel_engine
-        except ImportError:
-            logger.warning(
-                "poolwatch: statement spans need opentelemetry-instrumentation-sqlalchemy "
-                "(pip install 'poolwatch[otel]'); only pool-wait spans are recorded"
-            )
-            return
-        if _traced_by_opentelemetry(otel_engine.EngineTracer, engine):
-            # SQLAlchemyInstrumentor already traces this engine; a second tracer would
-            # duplicate every statement span.
-            logger.info(
-                "poolwatch: engine %r is already traced by SQLAlchemyInstrumentor; poolwatch adds "
-                "only pool-wait spans",
-                self.pool_name,
-            )
-            return
-        from opentelemetry.instrumentation.sqlalchemy.version import __version__ as otel_version
-        from opentelemetry.metrics import NoOpUpDownCounter
-
-        tracer = _RedactingTracer(
-            trace.get_tracer(
-                "opentelemetry.instrumentation.sqlalchemy", otel_version, self._provider
-            )
-        )
-        listeners = self._listeners
-        cursor_listeners: dict[str, Callable[..., Any]] = {}
-
-        class _EngineTracer(otel_engine.EngineTracer):
-            # EngineTracer registers its listeners through this classmethod and keeps them in a
-            # process-wide list that SQLAlchemyInstrumentor().uninstrument() empties; poolwatch
-            # keeps its own, so uninstall removes exactly these and nobody else's.
-            def _register_event_listener(  # type: ignore[override]
-                self, target: Any, identifier: str, fn: Callable[..., Any], *a: Any, **kw: Any
-            ) -> None:
-                if identifier in _POOL_USAGE_EVENTS:
-                    return
-                if seam is not None and identifier in _CURSOR_EVENTS:
-                    cursor_listeners[identifier] = fn
-                    return
-                event.listen(target, identifier, fn, *a, **kw)
-                listeners.append((identifier, fn))
-
-        _EngineTracer(  # type: ignore[no-untyped-call]
-            tracer,
-            engine,
-            NoOpUpDownCounter("db.client.connections.usage"),
-            enable_commenter=False,
-            commenter_options={},
-        )
-        before = cursor_listeners.get("before_cursor_execute")
-        after = cursor_listeners.get("after_cursor_execute")
-        if seam is not None and before is not None and after is not None:
-            seam.set_cursor_hooks(CursorHooks(before, after, cursor_listeners.get("handle_error")))
-            self._seam = seam
-        elif cursor_listeners:  # an EngineTracer with a different set: use the events after all
-            for identifier, fn in cursor_listeners.items():
-                kw = {"retval": True} if identifier == "before_cursor_execute" else {}
-                event.listen(engine, identifier, fn, **kw)
-                listeners.append((identifier, fn))
-        if not listeners and self._seam is None:
-            # A future EngineTracer that registers its listeners differently.
-            logger.error(
-                "poolwatch: this opentelemetry-instrumentation-sqlalchemy is not supported; no "
-                "statement spans for pool %r",
-                self.pool_name,
-            )
-
-    def uninstall(self, engine: Engine) -> None:
-        """Remove exactly the listeners ``install`` added; later waits record no span."""
-        self._active = False
-        seam, self._seam = self._seam, None
-        if seam is not None:
-            seam.set_cursor_hooks(None)
-        listeners, self._listeners = self._listeners, []
-        for identifier, fn in listeners:
-            try:
-                if event.contains(engine, identifier, fn):
-                    event.remove(engine, identifier, fn)
-            except Exception as e:  # never into the application
-                logger.error("poolwatch: could not remove a tracing listener: %s", e)
-
-
-def _traced_by_opentelemetry(engine_tracer: Any, engine: Engine) -> bool:
-    for entry in list(getattr(engine_tracer, "_remove_event_listener_params", ())):
-        try:
-            if entry[0]() is engine:
-                return True
-        except Exception:  # unknown layout: assume not traced
-            return False
-    return False
-
 
 class _Redactor:
     """Redacted statement text and span names, cached by the original string."""
@@ -317,7 +202,7 @@ class _Redactor:
         return value
 
 
-class _RedactingTracer(trace.Tracer):
+class RedactingTracer(trace.Tracer):
     """Hands EngineTracer spans that redact what it writes into them."""
 
     def __init__(self, tracer: trace.Tracer) -> None:

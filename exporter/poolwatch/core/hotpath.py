@@ -1,13 +1,14 @@
 """The code every checkout, checkin and statement runs, compiled by Cython where it can be.
 
 These wrappers replace ``pool.connect``, ``pool._return_conn`` and the dialect's ``do_execute*``
-(see :mod:`poolwatch.sqlalchemy_pool` and :mod:`poolwatch.statements` for why those seams). They
+(see :mod:`poolwatch.sources.sqlalchemy.pool` and :mod:`poolwatch.sources.sqlalchemy.statements`
+for why those seams). They
 are plain Python, and the package build compiles this one module with Cython in pure-Python mode,
 the pattern of SQLAlchemy's own ``*_cy.py`` modules: one source, no Python frame per call and no
 bytecode dispatch when compiled. Compiled, poolwatch costs about half the machine instructions
 per SQLite ``SELECT 1`` that it costs interpreted, and a checkout, statement and checkin take
 0.4 µs instead of 0.75 µs (docs/performance.md, "The compiled hot path").
-:mod:`poolwatch.wrappers` picks the build.
+:mod:`poolwatch.core.build` picks the build.
 
 The wrappers read what may change while they are installed from a :class:`Switch`, and a
 statement's recorders from its :class:`Series`: compiled, both are C structs, so those reads cost
@@ -26,12 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import _cython_shim as cython
+    from poolwatch.core import _cython_shim as cython
 else:
     try:
         import cython  # compiled: a compile-time module, this import runs nothing
     except ModuleNotFoundError:  # Cython is needed to build the extension, not to run it
-        from . import _cython_shim as cython
+        from poolwatch.core import _cython_shim as cython
 
 if TYPE_CHECKING or not cython.compiled:
     from time import perf_counter_ns as _ticks
@@ -72,7 +73,8 @@ class Switch:
     on: bool = cython.declare(cython.bint, visibility="public")
     """False after ``uninstrument()``: a wrapper someone else wrapped again stays, inert."""
     hooks: Any = cython.declare(object, visibility="public")
-    """The :class:`poolwatch.statements.CursorHooks` to run around statements, or None."""
+    """The :class:`poolwatch.sources.sqlalchemy.statements.CursorHooks` to run around statements,
+    or None."""
 
     def __init__(self) -> None:
         self.on = False
@@ -82,7 +84,7 @@ class Switch:
 @cython.final
 @cython.cclass
 class Series:
-    """One statement summary's recorders (see :class:`poolwatch.tracker.Sink`)."""
+    """One statement summary's recorders (see :class:`poolwatch.core.tracker.Sink`)."""
 
     operation: str = cython.declare(str, visibility="public")
     summary: str = cython.declare(str, visibility="public")
@@ -116,7 +118,8 @@ class Buckets:
     kept, nothing deferred, nothing to drain, and as it runs no Python code and holds the GIL
     from start to end, no other thread's ``record`` or ``snapshot`` can interleave with it.
     Interpreted, it would be a Python call per value, dearer than the ``deque.append`` of
-    :class:`poolwatch.histogram.HistogramChild`, which is what the interpreted build uses.
+    :class:`poolwatch.backends.prometheus.histogram.HistogramChild`, which is what the interpreted
+    build uses.
     """
 
     # C arrays when compiled (typed memoryviews over array.array). mypy reads ``double[:]`` as

@@ -6,8 +6,8 @@ import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .exposition import serve
-from .guard import logger
+from poolwatch.backends.prometheus.exposition import serve
+from poolwatch.core.errors import logger
 
 __all__ = ["ensure_http_server", "serving_on"]
 

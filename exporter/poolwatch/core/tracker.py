@@ -9,7 +9,7 @@ histograms queue the value with a ``deque.append``); then the listener, not the 
 stays a C call and the checkout path gains no Python frame for the bookkeeping. The pool
 listeners read ``wait``, ``use``, ``pending`` and ``drain`` once, when they are installed.
 Gauges (connections by state, pending requests, limits) are not pushed through the tracker: each
-backend reads them from :class:`poolwatch.state.PoolState` when it collects.
+backend reads them from :class:`poolwatch.core.state.PoolState` when it collects.
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .guard import ErrorReporter
+from poolwatch.core.errors import ErrorReporter
 
 __all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
 
 T = TypeVar("T")
-_NOT_WAITING = math.inf  # poolwatch.hotpath.NOT_WAITING: a free slot
+_NOT_WAITING = math.inf  # poolwatch.core.hotpath.NOT_WAITING: a free slot
 _WAITING_SLOTS = 64
 
 
@@ -74,7 +74,7 @@ class PoolState:
     so an engine dropped by the application is collected with its connections);
     ``waiting_starts`` holds the start time of every caller inside ``pool.connect()``, one slot
     each, and ``inf`` in the slots listed in ``waiting_free`` (see
-    :func:`poolwatch.hotpath.checkout_wrapper`). The slots grow to the most callers ever
+    :func:`poolwatch.core.hotpath.checkout_wrapper`). The slots grow to the most callers ever
     waiting at once and are reused.
     """
 

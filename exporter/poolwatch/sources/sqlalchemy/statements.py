@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.engine import Dialect
 
-from . import wrappers
-from .error_types import classify_error
-from .guard import logger
-from .redact import redact_sql
-from .state import PoolState
-from .summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
-from .tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.core import build as wrappers
+from poolwatch.core.errors import logger
+from poolwatch.core.state import PoolState
+from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.redact import redact_sql
+from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
 
 if TYPE_CHECKING:
-    from .hotpath import Series
+    from poolwatch.core.hotpath import Series
 
 __all__ = ["CursorHooks", "StatementInstrumentation"]
 
@@ -207,10 +207,7 @@ class StatementInstrumentation:
 
     def _series_for(self, statement: str, context: Any) -> Series:
         try:
-            compiled = getattr(context, "compiled", None)
-            summary = (summarize_compiled(compiled) if compiled is not None else None) or (
-                summarize_sql(statement)
-            )
+            summary = summarize_sql(statement)
             series = self._series(summary)
             with self._lock:
                 if len(self._cache) >= STATEMENT_CACHE_SIZE:

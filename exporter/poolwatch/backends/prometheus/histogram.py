@@ -6,15 +6,15 @@ validates every label of every sample on every scrape (13 µs a line on a loaded
 20 pools with 100 statement summaries each is 26,000 lines, a third of a second of GIL). These
 histograms bisect, take one uncontended lock, and keep each child's label string rendered once.
 
-The hot path does even less. With the compiled hot path (:mod:`poolwatch.wrappers`),
-:meth:`HistogramChild.record` is :meth:`poolwatch.hotpath.Buckets.record`: the value is counted
+The hot path does even less. With the compiled hot path (:mod:`poolwatch.core.build`),
+:meth:`HistogramChild.record` is :meth:`poolwatch.core.hotpath.Buckets.record`: the value is counted
 at once, in C, in about the time of a ``deque.append``, and nothing is kept or drained.
 Interpreted, it is a ``deque.append`` (a C call, no Python frame, no lock; about a twentieth of
 ``observe``), and the values are folded into the buckets in batches, by
 :meth:`HistogramChild.drain`, when a scrape reads the child or when the caller sees more than
-:data:`poolwatch.tracker.PENDING_LIMIT` of them waiting (a child is a
-:class:`poolwatch.tracker.Sink`). Either way every value is counted exactly once: ``append`` and
-``popleft`` are atomic, drainers take the child's lock in turn, and a compiled ``record`` runs
+:data:`poolwatch.core.tracker.PENDING_LIMIT` of them waiting (a child is a
+:class:`poolwatch.core.tracker.Sink`). Either way every value is counted exactly once: ``append``
+and ``popleft`` are atomic, drainers take the child's lock in turn, and a compiled ``record`` runs
 start to end under the GIL. Every instruction poolwatch runs holds the GIL, and in a saturated
 process (32 threads sharing five connections) it delays the next thread, so the checkout path
 is kept to one such call per value. (Counting at once instead of deferring a float object per
@@ -42,9 +42,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go_string
 
-from . import wrappers
-from .lifecycle import run_deferred
-from .tracker import NOTHING_PENDING
+from poolwatch.core import build as wrappers
+from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.tracker import NOTHING_PENDING
 
 __all__ = ["Histogram", "HistogramChild", "HistogramCollector", "rendering_elsewhere"]
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy.engine import URL
+__all__ = ["DEFAULT_PORTS", "NameRegistry", "db_system_name", "semconv_pool_name"]
 
-__all__ = ["NameRegistry", "db_system_name", "default_pool_name"]
-
-_DEFAULT_PORTS = {
+DEFAULT_PORTS = {
     "postgresql": 5432,
     "mysql": 3306,
     "mariadb": 3306,
@@ -16,7 +14,7 @@ _DEFAULT_PORTS = {
     "oracle": 1521,
 }
 
-# SQLAlchemy dialect name -> OpenTelemetry ``db.system.name``.
+# Database (SQLAlchemy dialect) name -> OpenTelemetry ``db.system.name``.
 _DB_SYSTEMS = {
     "postgresql": "postgresql",
     "sqlite": "sqlite",
@@ -31,14 +29,16 @@ def db_system_name(dialect_name: str) -> str:
     return _DB_SYSTEMS.get(dialect_name, "other_sql")
 
 
-def default_pool_name(url: URL) -> str:
-    """``host:port/database`` from the URL; never the user name or the password."""
-    backend = url.get_backend_name()
-    database = url.database or ""
-    if url.host:
-        port = url.port or _DEFAULT_PORTS.get(backend)
-        host = f"[{url.host}]" if ":" in url.host else url.host
-        return f"{host}:{port}/{database}" if port else f"{host}/{database}"
+def semconv_pool_name(
+    backend: str, host: str | None, port: int | None, database: str | None
+) -> str:
+    """``host:port/database``, the semantic conventions' fallback pool name (``backend`` is the
+    database kind, e.g. ``postgresql``); never the user name or the password."""
+    database = database or ""
+    if host:
+        port = port or DEFAULT_PORTS.get(backend)
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port}/{database}" if port else f"{shown}/{database}"
     if backend == "sqlite":
         return f"sqlite:{database or ':memory:'}"
     return f"{backend}/{database}" if database else backend

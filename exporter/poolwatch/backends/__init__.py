@@ -1,0 +1,2 @@
+"""Where the numbers go: Prometheus (``prometheus/``) and OpenTelemetry (``otel/``). Backends
+depend on the core, never on a source."""

@@ -1,0 +1,1 @@
+"""The OpenTelemetry backend: metrics through a MeterProvider, wait spans, exemplars."""

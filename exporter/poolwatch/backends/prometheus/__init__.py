@@ -1,0 +1,1 @@
+"""The Prometheus backend (prometheus_client registries, poolwatch's histograms, the exporter)."""

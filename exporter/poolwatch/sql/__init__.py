@@ -1,0 +1,1 @@
+"""SQL text: statement summaries, redaction, error types. No pool library, no backend."""
