@@ -542,7 +542,8 @@ def render_rich(
     footer = Text(
         f"{elapsed:.0f}s"
         + (f" of {total:.0f}s" if total else " (Ctrl-C to stop)")
-        + f"  ·  {_p99_label(r.window)}: the 99th percentile of checkout waits over the last {r.window:g} s",
+        + f"  ·  {_p99_label(r.window)}: the 99th percentile of checkout waits over the last"
+        f" {r.window:g} s",
         style="dim",
         no_wrap=True,
         overflow="ellipsis",
@@ -566,7 +567,7 @@ def serve_metrics(
     """Serve ``/metrics`` on ``port``, or on DEFAULT_PORT when no port was asked for and on a
     free one if that is taken (the returned note says so). A port that was asked for and is
     taken is a DemoError: a demo whose metrics are another process's would mislead."""
-    from .exposition import serve
+    from .backends.prometheus.exposition import serve
 
     try:
         return serve(addr, DEFAULT_PORT if port is None else port, registry), None
@@ -627,8 +628,6 @@ def run(
 ) -> int:
     """Run the demo; 0 when it ran and cleaned up, 1 when its tables could not be dropped.
     Raises DemoError for what stops it from starting (the port, the URL, the database)."""
-    import poolwatch
-
     tmp = None
     if db is None:
         tmp = tempfile.mkdtemp(prefix="poolwatch-demo-")
@@ -711,7 +710,8 @@ def _run_workload(
     leak_phase = next(p for p in PHASES if p.leak).share * (duration or 100.0)
     try:
         handle = poolwatch.instrument(
-            engine, name="demo", registry=registry, port=None,  # served above, not from POOLWATCH_PORT
+            # port=None: run() serves the registry, whatever POOLWATCH_PORT says.
+            engine, name="demo", registry=registry, port=None,
             leak_threshold=max(1.5, min(3.0, leak_phase / 3)),
             slow_query_threshold=0.5, leak_stacks=True,
             # Resolution around the demo's 1 s pool_timeout: a full wait plus a pre-ping lands
