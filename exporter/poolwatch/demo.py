@@ -567,7 +567,7 @@ def serve_metrics(
     """Serve ``/metrics`` on ``port``, or on DEFAULT_PORT when no port was asked for and on a
     free one if that is taken (the returned note says so). A port that was asked for and is
     taken is a DemoError: a demo whose metrics are another process's would mislead."""
-    from .backends.prometheus.exposition import serve
+    from poolwatch.backends.prometheus.exposition import serve
 
     try:
         return serve(addr, DEFAULT_PORT if port is None else port, registry), None
