@@ -163,7 +163,7 @@ def test_demo_on_the_users_database_serves_its_port_and_leaves_nothing(
     user_db: str, run_demo: type[Demo]
 ) -> None:
     before = _tables(user_db)
-    d = run_demo("--db", user_db, "--duration", "6", "--port", "0")
+    d = run_demo("--db", user_db, "--duration", "4", "--port", "0")
     m = d.headline()
     port, names = int(m["port"]), m["tables"].split(", ")
     customers, orders = names

@@ -548,7 +548,12 @@ def render_rich(
         no_wrap=True,
         overflow="ellipsis",
     )
-    parts: list[Any] = [table, caption, done, footer]
+    # A grid, one row each: a progress bar ends no line of its own.
+    progress = Table.grid()
+    progress.add_row(caption)
+    progress.add_row(done)
+    progress.add_row(footer)
+    parts: list[Any] = [table, progress]
     if panel is not None:
         body = Text(no_wrap=True, overflow="ellipsis")
         for i, (style, line) in enumerate(panel.rendered()):
