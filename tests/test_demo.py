@@ -337,6 +337,25 @@ def test_log_records_show_in_a_panel_beneath_the_table() -> None:
     ]
 
 
+def test_a_repeated_log_record_is_counted_not_repeated() -> None:
+    panel = demo.LogPanel(lines=3)
+    logger = logging.getLogger("poolwatch.test_demo")
+    logger.addHandler(panel)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("phase: %s", "slow queries")
+        for took in (1.0, 1.002, 1.001):
+            logger.warning("slow statement: SELECT took %.3f s", took)
+    finally:
+        logger.removeHandler(panel)
+        logger.setLevel(logging.NOTSET)
+    stamp = r"\d\d:\d\d:\d\d"
+    blank, phase, slow = panel.rendered()
+    assert blank == ("", "")
+    assert re.fullmatch(f"{stamp} INFO phase: slow queries", phase[1])
+    assert re.fullmatch(rf"\(×3\) {stamp} WARNING slow statement: SELECT took 1\.001 s", slow[1])
+
+
 @pytest.mark.scenario
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_demo_runs_dry_and_recovers(

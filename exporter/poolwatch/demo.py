@@ -462,12 +462,15 @@ def render_plain(elapsed: float, total: float, phase: Phase, r: PoolRow) -> str:
 class LogPanel(logging.Handler):
     """Keeps the last log records for the live view, which shows them beneath its table instead
     of letting them scroll through it. A record of several lines (the leak report and where the
-    connection was checked out) keeps its first line and its innermost frame."""
+    connection was checked out) keeps its first line and its innermost frame; a record that
+    repeats the one before (the same message but for its values) is counted, not repeated."""
 
     def __init__(self, lines: int = 6) -> None:
         super().__init__(logging.INFO)
         self.lines = lines
-        self._entries: deque[tuple[str, list[str]]] = deque(maxlen=lines)
+        # (what makes a repeat, style, lines, times seen)
+        self._entries: deque[tuple[object, str, list[str], int]] = deque(maxlen=lines)
+        self._lock_entries = threading.Lock()
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -486,11 +489,21 @@ class LogPanel(logging.Handler):
         )
         # "most recent call last": the last frame (two lines, file and source) says who did it.
         tail = [f"    {line.strip()}" for line in rest[-2:]]
-        self._entries.append((style, [first, *tail]))
+        key = (record.name, record.levelno, record.msg)
+        with self._lock_entries:
+            seen = 1
+            if self._entries and self._entries[-1][0] == key:
+                seen += self._entries.pop()[3]
+            self._entries.append((key, style, [first, *tail], seen))
 
     def rendered(self) -> list[tuple[str, str]]:
         """(style, line) pairs, exactly ``lines`` of them (blank ones first)."""
-        out = [(style, line) for style, lines in list(self._entries) for line in lines]
+        with self._lock_entries:
+            entries = list(self._entries)
+        out: list[tuple[str, str]] = []
+        for _, style, (first, *tail), seen in entries:
+            out.append((style, f"(×{seen}) {first}" if seen > 1 else first))
+            out.extend((style, line) for line in tail)
         out = out[-self.lines :]
         return [("", "")] * (self.lines - len(out)) + out
 
