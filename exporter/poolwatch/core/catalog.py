@@ -157,7 +157,9 @@ CATALOG: tuple[Metric, ...] = (
         "pre-ping and opening a new connection); its `_count` is the number of checkouts that "
         "got a connection or timed out (a checkout that failed with another error is counted in "
         "`poolwatch_connection_errors_total` instead). A timed-out wait is recorded as the "
-        "pool's `timeout`, so quantiles never read above it",
+        "pool's `timeout`, and the timeout is a bucket bound of that pool's series (added to "
+        "`pool_buckets` when it falls between two), so quantiles never read above it; on the "
+        "OpenTelemetry path bucket advice is per instrument, so there it is the first pool's",
         otel_instrument="histogram", buckets="pool",
     ),
     Metric(

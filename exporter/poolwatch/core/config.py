@@ -7,20 +7,25 @@ accepts, so a typo fails at startup rather than silently turning monitoring off.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
 __all__ = [
     "DEFAULT_OPERATION_BUCKETS",
     "DEFAULT_POOL_BUCKETS",
+    "OBJECT_SETTINGS",
     "Settings",
+    "check_objects",
     "otel_traces_configured",
     "resolve_settings",
     "tracing_enabled",
+    "with_bound",
 ]
 
 
@@ -161,6 +166,30 @@ def _parse_str(setting: str, raw: object, source: str, *, optional: bool) -> str
     return raw.strip()
 
 
+# RFC 1123 host names: labels of letters, digits and hyphens, not starting or ending in one.
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*")
+
+
+def _parse_addr(setting: str, raw: object, source: str) -> str:
+    accepts = (
+        "accepts an IP address to listen on (0.0.0.0, 127.0.0.1, ::) or a host name, without a "
+        "scheme or a port"
+    )
+    if not isinstance(raw, str) or not raw.strip():
+        raise _fail(setting, raw, accepts, source)
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value.strip("[]")
+    except ValueError:
+        pass
+    # A dotted quad that is not an address (999.1.1.1) is not a host name either.
+    if _HOSTNAME.fullmatch(value) and not value.replace(".", "").isdigit():
+        return value
+    raise _fail(setting, raw, accepts, source)
+
+
 def _parse_labels(setting: str, raw: object, source: str) -> dict[str, str]:
     accepts = (
         "accepts a mapping of label names ([a-zA-Z_][a-zA-Z0-9_]*, not reserved) to string "
@@ -223,7 +252,7 @@ def _parse(setting: str, raw: object, source: str) -> Any:
     if setting == "name":
         return _parse_str(setting, raw, source, optional=True)
     if setting == "addr":
-        return _parse_str(setting, raw, source, optional=False)
+        return _parse_addr(setting, raw, source)
     if setting == "labels":
         return _parse_labels(setting, raw, source)
     if setting == "port":
@@ -257,7 +286,10 @@ def resolve_settings(
     known = set(_ENV_SETTINGS)
     unknown = set(overrides) - known
     if unknown:
-        raise TypeError(f"poolwatch: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise TypeError(
+            f"poolwatch: unknown setting(s) {sorted(unknown)}; instrument() accepts "
+            f"{sorted(known | set(OBJECT_SETTINGS))}"
+        )
     values: dict[str, Any] = {}
     for setting in _ENV_SETTINGS:
         if setting in overrides:
@@ -267,6 +299,36 @@ def resolve_settings(
         if raw is not None:
             values[setting] = _parse(setting, raw, _env_name(setting))
     return Settings(**values)
+
+
+OBJECT_SETTINGS: Final = ("registry", "tracer_provider", "meter_provider")
+"""Keywords of ``instrument()`` that take objects (no environment variable)."""
+
+
+def check_objects(objects: Mapping[str, object]) -> None:
+    """``registry=`` a prometheus_client ``CollectorRegistry``; ``tracer_provider=`` an object with
+    ``get_tracer``; ``meter_provider=`` an object with ``get_meter`` (None: the default)."""
+    wants = {
+        "registry": ("register", "a prometheus_client CollectorRegistry"),
+        "tracer_provider": ("get_tracer", "an OpenTelemetry TracerProvider"),
+        "meter_provider": ("get_meter", "an OpenTelemetry MeterProvider"),
+    }
+    for setting, value in objects.items():
+        method, what = wants[setting]
+        if value is not None and not callable(getattr(value, method, None)):
+            raise TypeError(
+                f"poolwatch: invalid {setting}={value!r} ({type(value).__name__}); {setting} "
+                f"accepts {what} or None"
+            )
+
+
+def with_bound(bounds: Sequence[float], bound: float | None) -> tuple[float, ...]:
+    """``bounds`` with ``bound`` among them, in order, if it is a positive finite number: a pool's
+    wait-time buckets get its timeout, so that no quantile reads above it (a timed-out wait is
+    recorded as the timeout itself)."""
+    if bound is None or not 0 < bound < math.inf or bound in bounds:
+        return tuple(bounds)
+    return tuple(sorted((*bounds, float(bound))))
 
 
 def otel_traces_configured(environ: Mapping[str, str] | None = None) -> bool:

@@ -94,6 +94,26 @@ class PoolState:
         self._slots_lock = threading.Lock()
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
+        self.is_open: Callable[[Any], bool] = _always_open
+        """Whether a connection in ``live`` is really open, as the source can tell: a pool may
+        close one without an event (SQLAlchemy closes a connection whose ``connect`` listener
+        raised), and the gauges must follow the connection, not the event."""
+
+    def returned_unknown(self, record: Any) -> None:
+        """A connection checked out before ``instrument()`` came back: it is the pool's, idle
+        now if it is open (it was never seen opening)."""
+        if self.is_open(record):
+            self.live.add(record)
+
+    def take_over(self, other: PoolState) -> None:
+        """Continue the accounting of ``other``, the state of an instrumentation this one
+        replaces on the same pool (an explicit ``instrument()`` refining the automatic mode)."""
+        self.checked_out.update(other.checked_out)
+        for record in list(other.live):
+            self.live.add(record)
+        for record in list(other.orphans):
+            self.orphans.add(record)
+        self.has_orphans = bool(self.orphans)
 
     def new_waiting_slot(self) -> int:
         """A slot for a caller that found none free (its start is set by the caller)."""
@@ -127,7 +147,8 @@ class PoolState:
 
     def snapshot(self) -> PoolSnapshot:
         out = list(self.checked_out)
-        live = self.live
+        is_open = self.is_open
+        live = {r for r in list(self.live) if is_open(r)}
         used_open = sum(1 for r in out if r in live)
         waiting = [start for start in list(self.waiting_starts) if start != _NOT_WAITING]
         now = time.perf_counter()
@@ -139,6 +160,10 @@ class PoolState:
             leaked=len(self.leaked),
             limits=self.limits(),
         )
+
+
+def _always_open(record: Any) -> bool:
+    return True
 
 
 class PoolSet(Generic[T]):

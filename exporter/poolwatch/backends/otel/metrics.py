@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from poolwatch.core.catalog import CATALOG, Metric
-from poolwatch.core.config import Settings
+from poolwatch.core.config import Settings, with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, Recorder, Sink, immediate
@@ -50,6 +50,7 @@ class OTelMetrics:
         meter_provider: MeterProvider,
         pool_buckets: Sequence[float],
         operation_buckets: Sequence[float],
+        timeout: float | None = None,
     ) -> None:
         self.pools: PoolSet[dict[str, Any]] = PoolSet()
         meter = meter_provider.get_meter(METER_NAME, __version__)
@@ -58,9 +59,14 @@ class OTelMetrics:
         self.instrument: dict[str, Any] = {}
         for m in CATALOG:
             if m.otel_instrument == "histogram":
+                bounds = buckets[m.buckets or "pool"]
+                if m.key == "wait_time":
+                    # Bucket advice is per instrument, not per pool: the first pool's timeout
+                    # (the Prometheus backend gives every pool its own).
+                    bounds = with_bound(bounds, timeout)
                 self.instrument[m.key] = meter.create_histogram(
                     m.otel, unit=m.unit, description=m.help,
-                    explicit_bucket_boundaries_advisory=list(buckets[m.buckets or "pool"]),
+                    explicit_bucket_boundaries_advisory=list(bounds),
                 )  # fmt: skip
             elif m.otel_instrument == "counter":
                 self.instrument[m.key] = meter.create_counter(
@@ -115,11 +121,12 @@ def otel_metrics_for(
     meter_provider: MeterProvider,
     pool_buckets: Sequence[float],
     operation_buckets: Sequence[float],
+    timeout: float | None = None,
 ) -> OTelMetrics:
     with _metrics_lock:
         existing = _by_provider.get(meter_provider)
         if existing is None:
-            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets)
+            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets, timeout)
             _by_provider[meter_provider] = existing
         return existing
 
@@ -140,7 +147,12 @@ class OTelTracker:
         db_system: str,
         settings: Settings,
     ) -> None:
-        m = otel_metrics_for(meter_provider, settings.pool_buckets, settings.operation_buckets)
+        m = otel_metrics_for(
+            meter_provider,
+            settings.pool_buckets,
+            settings.operation_buckets,
+            state.limits().timeout,
+        )
         self._m = m
         self._state = state
         self._db_system = db_system

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from poolwatch.backends.prometheus.histogram import Histogram, HistogramChild, HistogramCollector
 from poolwatch.core.catalog import CATALOG, POOL_LABEL
+from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import Recorder, Sink, immediate
@@ -169,7 +170,11 @@ class PrometheusTracker:
         self._exemplar = exemplar
         values = self._values
         h, c = metrics.histogram, metrics.counter
-        self._wait = h["wait_time"].labels(*values)
+        # A timed-out wait is recorded as the pool's timeout: with the timeout as a bound of its
+        # own, no quantile of this pool's waits reads above it, whatever the buckets.
+        self._wait = h["wait_time"].labels(
+            *values, bounds=with_bound(metrics.pool_buckets, state.limits().timeout)
+        )
         self._use = h["use_time"].labels(*values)
         self._create = h["create_time"].labels(*values)
         self._operation = h["operation_duration"]

@@ -107,6 +107,7 @@ class PoolInstrumentation:
         self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
+        self._disposed = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
@@ -162,6 +163,11 @@ class PoolInstrumentation:
                     self.state.live.add(record)
         except Exception as e:
             self.state.errors.report("install", e)
+
+    def disposed_unused(self) -> bool:
+        """``engine.dispose()`` was called and the engine has opened and checked out nothing since
+        (the usual end of an engine the application is about to drop)."""
+        return self._disposed and not self.state.live and not self.state.checked_out
 
     def limits(self) -> PoolLimits:
         pool = self._pool()
@@ -312,6 +318,7 @@ class PoolInstrumentation:
         """The engine is swapping in ``pool`` (``engine.dispose()``)."""
         try:
             self.state.disown_current_records()
+            self._disposed = True
             with self._lock:
                 if self.switch.on:
                     self._wrap(pool)

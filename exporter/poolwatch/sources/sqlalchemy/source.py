@@ -20,7 +20,7 @@ from poolwatch.core.instrumentation import (
 )
 from poolwatch.core.naming import db_system_name, semconv_pool_name
 from poolwatch.core.state import PoolLimits
-from poolwatch.sources.sqlalchemy.pool import PoolInstrumentation
+from poolwatch.sources.sqlalchemy.pool import PoolInstrumentation, pool_limits
 from poolwatch.sources.sqlalchemy.statements import StatementInstrumentation
 
 if TYPE_CHECKING:
@@ -72,14 +72,17 @@ class SQLAlchemySource:
         return self._name
 
     def limits(self) -> PoolLimits:
-        pool = self._pool
-        return pool.limits() if pool is not None else PoolLimits(pool_class="")
+        if self._pool is not None:
+            return self._pool.limits()
+        engine = self._engine()  # before install(): the backends read the timeout, say
+        return pool_limits(engine.pool) if engine is not None else PoolLimits(pool_class="")
 
     def install(self, inst: Instrumentation) -> None:
         engine = self._engine()
         if engine is None:
             return
         settings = inst.settings
+        inst.state.is_open = _record_is_open
         self._pool = PoolInstrumentation(
             engine, inst.state, inst.tracker, leaks=inst.leaks, on_wait=inst.on_wait
         )
@@ -100,6 +103,9 @@ class SQLAlchemySource:
             self._tracing = StatementTracing(inst.telemetry.tracing, inst.state)
             self._tracing.install(engine, self._statements)
 
+    def released(self) -> bool:
+        return self._pool is not None and self._pool.disposed_unused()
+
     def uninstall(self) -> None:
         if self._pool is not None:
             self._pool.uninstall()
@@ -108,6 +114,10 @@ class SQLAlchemySource:
         engine = self._engine()
         if self._tracing is not None and engine is not None:
             self._tracing.uninstall(engine)
+
+
+def _record_is_open(record: Any) -> bool:
+    return getattr(record, "dbapi_connection", None) is not None
 
 
 def instrument_engine(
