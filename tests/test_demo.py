@@ -271,11 +271,14 @@ def test_the_default_port_taken_means_a_free_one_printed(run_demo: type[Demo]) -
 # --- the live view, rendered as a terminal would show it -----------------------------------
 
 
-def _render(phase: demo.Phase, row: demo.PoolRow, panel: demo.LogPanel | None = None) -> list[str]:
+def _render(
+    phase: demo.Phase, row: demo.PoolRow, panel: demo.LogPanel | None = None, width: int = 200
+) -> list[str]:
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=200, color_system=None, legacy_windows=False)
-    console.print(demo.render_rich(12.0, 60.0, phase, row, "poolwatch demo — sqlite://", panel))
+    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
+    title = "poolwatch demo — metrics at http://127.0.0.1:9464/metrics\nsqlite:///demo.db"
+    console.print(demo.render_rich(12.0, 60.0, phase, row, title, panel))
     return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
 
 
@@ -285,15 +288,21 @@ BUSY = demo.PoolRow(
 )
 
 
-def test_the_live_view_keeps_its_width_whatever_the_phase_and_the_numbers() -> None:
-    table_widths = set()
+def test_the_live_view_keeps_its_size_whatever_the_phase_and_the_numbers() -> None:
+    assert demo.VIEW_WIDTH <= 80  # a default terminal
+    shapes = set()
     for phase in demo.PHASES:
         for row in (QUIET, BUSY):
-            lines = _render(phase, row)
-            table = [line for line in lines if line[:1] in "┏┃┡│└"]
-            assert len(table) == 5  # top, header, rule, the row, bottom
-            table_widths.add(tuple(len(line) for line in table))
-    assert table_widths == {(demo.VIEW_WIDTH,) * 5}
+            for width in (80, 200):
+                lines = _render(phase, row, demo.LogPanel(), width)
+                shapes.add(tuple(len(line) for line in lines))
+                header = next(line for line in lines if line.startswith("┃"))
+                assert [h.strip() for h in header.strip("┃").split("┃")] == [
+                    "used/max", "", "idle", "waiting", "wait p99 (5 s)", "timeouts", "leaked",
+                ]  # fmt: skip
+    assert len(shapes) == 1
+    (shape,) = shapes
+    assert set(shape) == {demo.VIEW_WIDTH}
     for row in (QUIET, BUSY):
         assert len({len(demo.render_plain(12.0, 60.0, p, row)) for p in demo.PHASES}) == 1
 
@@ -338,20 +347,22 @@ def test_log_records_show_in_a_panel_beneath_the_table() -> None:
 
 
 def test_a_repeated_log_record_is_counted_not_repeated() -> None:
-    panel = demo.LogPanel(lines=3)
+    panel = demo.LogPanel(lines=4)
     logger = logging.getLogger("poolwatch.test_demo")
     logger.addHandler(panel)
     logger.setLevel(logging.INFO)
     try:
-        logger.info("phase: %s", "slow queries")
+        logger.info("phase: %s", "leak")
+        logger.info("phase: %s", "slow queries")  # another phase, not a repeat
         for took in (1.0, 1.002, 1.001):
             logger.warning("slow statement: SELECT took %.3f s", took)
     finally:
         logger.removeHandler(panel)
         logger.setLevel(logging.NOTSET)
     stamp = r"\d\d:\d\d:\d\d"
-    blank, phase, slow = panel.rendered()
+    blank, leak, phase, slow = panel.rendered()
     assert blank == ("", "")
+    assert re.fullmatch(f"{stamp} INFO phase: leak", leak[1])
     assert re.fullmatch(f"{stamp} INFO phase: slow queries", phase[1])
     assert re.fullmatch(rf"\(×3\) {stamp} WARNING slow statement: SELECT took 1\.001 s", slow[1])
 

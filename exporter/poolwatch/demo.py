@@ -442,7 +442,7 @@ def _cycles(duration: float) -> Iterator[tuple[float, Phase]]:
             return
 
 
-PHASE_WIDTH = max(len(p.name) for p in PHASES)
+PHASE_WIDTH = max(len(p.name) for p in PHASES)  # the plain line pads the phase to it
 
 
 def _p99_label(window: float) -> str:
@@ -463,7 +463,7 @@ class LogPanel(logging.Handler):
     """Keeps the last log records for the live view, which shows them beneath its table instead
     of letting them scroll through it. A record of several lines (the leak report and where the
     connection was checked out) keeps its first line and its innermost frame; a record that
-    repeats the one before (the same message but for its values) is counted, not repeated."""
+    repeats the one before but for its measurements (floats) is counted, not repeated."""
 
     def __init__(self, lines: int = 6) -> None:
         super().__init__(logging.INFO)
@@ -489,7 +489,8 @@ class LogPanel(logging.Handler):
         )
         # "most recent call last": the last frame (two lines, file and source) says who did it.
         tail = [f"    {line.strip()}" for line in rest[-2:]]
-        key = (record.name, record.levelno, record.msg)
+        args = record.args if isinstance(record.args, tuple) else ()
+        key = (record.name, record.levelno, record.msg, [a for a in args if type(a) is not float])
         with self._lock_entries:
             seen = 1
             if self._entries and self._entries[-1][0] == key:
@@ -508,13 +509,40 @@ class LogPanel(logging.Handler):
         return [("", "")] * (self.lines - len(out)) + out
 
 
-# Fixed widths, so that the view keeps its width whatever the phase and the numbers.
+# Fixed widths, so that the view keeps its width whatever the phase and the numbers, within the
+# 80 columns of a default terminal.
 COLUMNS: tuple[tuple[str, int], ...] = (
-    ("phase", PHASE_WIDTH), ("used/max", 8), ("", 12), ("idle", 4), ("waiting", 7),
+    ("used/max", 8), ("", 10), ("idle", 4), ("waiting", 7),
     ("wait p99", len(_p99_label(WAIT_WINDOW))), ("timeouts", 8), ("leaked", 6),
 )  # fmt: skip
 # Each column's width, its padding of one on either side, and the borders around and between.
 VIEW_WIDTH = sum(w for _, w in COLUMNS) + 3 * len(COLUMNS) + 1
+
+
+def pool_table(r: PoolRow) -> Any:
+    """The pool's numbers as a one-row table of fixed column widths.
+
+    The seam for ``poolwatch top`` (issue #18): this is one pool's row of its view, and the
+    place its renderer takes over once it keeps a steady width and states its window."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    cmax = r.max or 1
+    bar = ProgressBar(
+        total=cmax, completed=r.used, width=COLUMNS[1][1],
+        complete_style="red" if r.used >= cmax else "green",
+    )  # fmt: skip
+    table = Table(expand=False)
+    for i, (col, width) in enumerate(COLUMNS):
+        header = _p99_label(r.window) if col == "wait p99" else col
+        table.add_column(header, width=width, no_wrap=True, justify="left" if i < 2 else "right")
+    table.add_row(
+        f"{r.used}/{cmax}", bar, str(r.idle),
+        Text(str(r.waiting), style="red" if r.waiting else ""),
+        f"{r.wait_p99 * 1000:.0f} ms", str(r.timeouts), str(r.leaked),
+    )  # fmt: skip
+    return table
 
 
 def render_rich(
@@ -525,52 +553,50 @@ def render_rich(
     title: str,
     panel: LogPanel | None = None,
 ) -> Any:
-    """The live view: the pool's row in a table of fixed column widths, the phase, the run's
-    progress and, beneath, the latest log records in a panel of fixed height."""
+    """The live view: the title's lines, the phase, the pool's row, the run's progress, what
+    "wait p99" covers and, beneath, the latest log records in a panel of fixed height; every
+    line at most VIEW_WIDTH wide, whatever it shows."""
     from rich.console import Group
     from rich.panel import Panel
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
 
-    # The seam for `poolwatch top` (issue #18): this table is one pool's row of its view.
-    cmax = r.max or 1
-    bar = ProgressBar(
-        total=cmax, completed=r.used, width=COLUMNS[2][1],
-        complete_style="red" if r.used >= cmax else "green",
+    def line(text: str | Text, style: str = "") -> Text:
+        t = Text(text, style=style) if isinstance(text, str) else text
+        t.no_wrap, t.overflow = True, "ellipsis"
+        return t
+
+    number = PHASES.index(phase) + 1 if phase in PHASES else 0
+    heading = Text.assemble(
+        (f"phase {number}/{len(PHASES)}  ", "dim"), (phase.name, "bold"), " — ",
+        (phase.description, "italic"),
     )  # fmt: skip
-    table = Table(title=title, expand=False)
-    for i, (col, width) in enumerate(COLUMNS):
-        header = _p99_label(r.window) if col == "wait p99" else col
-        table.add_column(header, width=width, no_wrap=True, justify="left" if i < 3 else "right")
-    table.add_row(
-        Text(phase.name, style="bold"), f"{r.used}/{cmax}", bar, str(r.idle),
-        Text(str(r.waiting), style="red" if r.waiting else ""),
-        f"{r.wait_p99 * 1000:.0f} ms", str(r.timeouts), str(r.leaked),
-    )  # fmt: skip
-    caption = Text(phase.description, style="italic", no_wrap=True, overflow="ellipsis")
     done = ProgressBar(
         total=total or 1, completed=min(elapsed, total) if total else 0, width=VIEW_WIDTH
     )
-    footer = Text(
-        f"{elapsed:.0f}s"
-        + (f" of {total:.0f}s" if total else " (Ctrl-C to stop)")
-        + f"  ·  {_p99_label(r.window)}: the 99th percentile of checkout waits over the last"
-        f" {r.window:g} s",
-        style="dim",
-        no_wrap=True,
-        overflow="ellipsis",
-    )
     # A grid, one row each: a progress bar ends no line of its own.
-    progress = Table.grid()
-    progress.add_row(caption)
-    progress.add_row(done)
-    progress.add_row(footer)
-    parts: list[Any] = [table, progress]
+    lines = Table.grid()
+    for i, text in enumerate(title.splitlines()):
+        lines.add_row(line(text, "bold" if i == 0 else "dim"))
+    lines.add_row(line(heading))
+    lines.add_row(pool_table(r))
+    lines.add_row(done)
+    lines.add_row(
+        line(f"{elapsed:.0f}s" + (f" of {total:.0f}s" if total else " (Ctrl-C to stop)"), "dim")
+    )
+    lines.add_row(
+        line(
+            f"{_p99_label(r.window)}: the 99th percentile of checkout waits over the last"
+            f" {r.window:g} s",
+            "dim",
+        )
+    )
+    parts: list[Any] = [lines]
     if panel is not None:
         body = Text(no_wrap=True, overflow="ellipsis")
-        for i, (style, line) in enumerate(panel.rendered()):
-            body.append(("\n" if i else "") + line, style=style)
+        for i, (style, text) in enumerate(panel.rendered()):
+            body.append(("\n" if i else "") + text, style=style)
         parts.append(Panel(body, title="log", title_align="left", width=VIEW_WIDTH))
     return Group(*parts)
 
@@ -744,7 +770,7 @@ def _run_workload(
         view = PoolView(registry, handle.name)
         workload.start()
         started = time.monotonic()
-        title = f"poolwatch demo — {shown} — {url}"
+        title = f"poolwatch demo — metrics at {url}\n{shown}"
         try:
             with _live(tui, out) as live:
                 panel = live[1] if live else None
