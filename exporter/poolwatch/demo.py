@@ -626,30 +626,13 @@ def serve_metrics(
     return server, f"port {DEFAULT_PORT} is taken; serving metrics on a free port instead"
 
 
-@contextlib.contextmanager
-def _stop_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGHUP end the demo as Ctrl-C does, so that its tables are dropped."""
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+# SIGHUP: the terminal closed. Windows has neither it nor a SIGTERM one can handle this way.
+_STOPS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Cleanup that a second Ctrl-C (or SIGTERM) must not cut short: the tables get dropped."""
-
-    def handler(signum: int, frame: Any) -> None:
-        print("poolwatch demo: dropping the demo's tables, one moment", file=sys.stderr)
-
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+def _handling(signals: tuple[int, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for these signals while inside; only the main thread may set one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -659,6 +642,24 @@ def _shielded() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _stop_signals() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGHUP end the demo as Ctrl-C does, so that its tables are dropped."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return _handling(_STOPS, handler)
+
+
+def _shielded() -> contextlib.AbstractContextManager[None]:
+    """Cleanup that a second Ctrl-C (or SIGTERM) must not cut short: the tables get dropped."""
+
+    def handler(signum: int, frame: Any) -> None:
+        print("poolwatch demo: cleaning up (the workload, the tables), one moment", file=sys.stderr)
+
+    return _handling((signal.SIGINT, *_STOPS), handler)
 
 
 def run(
@@ -677,10 +678,9 @@ def run(
         tmp = tempfile.mkdtemp(prefix="poolwatch-demo-")
         db = f"sqlite:///{os.path.join(tmp, 'demo.db')}"
     registry = CollectorRegistry()
-    stop = threading.Event()
     status = 0
     try:
-        with _stop_signals(stop):
+        with _stop_signals():
             server, note = serve_metrics(addr, port, registry)
             try:
                 engine = make_engine(db)
@@ -700,7 +700,7 @@ def run(
                         f"poolwatch demo on {shown} (tables {', '.join(tables.names)}, dropped at"
                         f" exit); metrics at {url}", file=out, flush=True,
                     )  # fmt: skip
-                    _run_workload(engine, tables, registry, duration, tui, out, stop, url, shown)
+                    _run_workload(engine, tables, registry, duration, tui, out, url, shown)
                 finally:
                     with _shielded():
                         status = _drop(tables, engine, shown)
@@ -743,7 +743,6 @@ def _run_workload(
     duration: float,
     tui: bool,
     out: Any,
-    stop: threading.Event,
     url: str,
     shown: str,
 ) -> None:
@@ -777,7 +776,7 @@ def _run_workload(
                 for end, phase in _cycles(duration):
                     workload.set_phase(phase)
                     log.info("phase: %s — %s", phase.name, phase.description)
-                    while not stop.is_set() and time.monotonic() < end:
+                    while time.monotonic() < end:
                         elapsed = time.monotonic() - started
                         r = view.row()
                         if live is not None:
@@ -785,9 +784,7 @@ def _run_workload(
                         else:
                             print(render_plain(elapsed, duration, phase, r), file=out, flush=True)
                         tick = 0.5 if live is not None else 1.0
-                        stop.wait(min(tick, max(0.0, end - time.monotonic())))
-                    if stop.is_set():
-                        break
+                        time.sleep(min(tick, max(0.0, end - time.monotonic())))
         except KeyboardInterrupt:
             pass
         finally:
