@@ -27,6 +27,7 @@ from poolwatch import demo
 from tests.support.services import free_port, unavailable
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+KEEP = f"app_data_{os.getpid()}"  # the user's own table, in the user's database
 MYSQL = os.environ.get("POOLWATCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 HEADLINE = re.compile(
     r"^poolwatch demo on (?P<db>\S+) \(tables (?P<tables>[a-z0-9_, ]+), dropped at exit\);"
@@ -62,6 +63,36 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+# Every object whose name starts so: tables, and PostgreSQL's sequences, indexes and types.
+_OBJECTS = {
+    "postgresql": "SELECT relname FROM pg_class WHERE starts_with(relname, :p)"
+    " UNION ALL SELECT typname FROM pg_type WHERE starts_with(typname, :p)",
+    "mysql": "SELECT table_name FROM information_schema.tables"
+    " WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(:p)) = :p",
+    "sqlite": "SELECT name FROM sqlite_master WHERE substr(name, 1, length(:p)) = :p",
+}
+
+
+def _objects(url: str, prefix: str) -> set[str]:
+    """What the database holds under the demo run's prefix. Other sessions' tests share the
+    PostgreSQL and MariaDB databases, so only these names say what this run left."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            sql = _OBJECTS[engine.dialect.name]
+            return {str(name) for (name,) in c.execute(text(sql), {"p": prefix})}
+    finally:
+        engine.dispose()
+
+
+def _run_prefix(tables: str) -> str:
+    """``poolwatch_demo_<run id>_`` from the headline's table names."""
+    customers, orders = tables.split(", ")
+    m = re.fullmatch(r"(poolwatch_demo_[0-9a-f]{8}_)customers", customers)
+    assert m and orders == f"{m[1]}orders", tables
+    return m[1]
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def user_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of the user's, with a table of their own the demo must leave alone."""
@@ -78,15 +109,14 @@ def user_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 pass
         except Exception:
             unavailable(f"MariaDB/MySQL at POOLWATCH_TEST_MYSQL ({MYSQL})")
-    keep = f"app_data_{os.getpid()}"
     engine = create_engine(url)
     with engine.begin() as c:
-        c.execute(text(f"CREATE TABLE IF NOT EXISTS {keep} (id INTEGER PRIMARY KEY)"))
+        c.execute(text(f"CREATE TABLE IF NOT EXISTS {KEEP} (id INTEGER PRIMARY KEY)"))
     engine.dispose()
     yield url
     engine = create_engine(url)
     with engine.begin() as c:
-        c.execute(text(f"DROP TABLE IF EXISTS {keep}"))
+        c.execute(text(f"DROP TABLE IF EXISTS {KEEP}"))
     engine.dispose()
 
 
@@ -162,15 +192,11 @@ def _workload_errors(output: str) -> dict[str, int]:
 def test_demo_on_the_users_database_serves_its_port_and_leaves_nothing(
     user_db: str, run_demo: type[Demo]
 ) -> None:
-    before = _tables(user_db)
     d = run_demo("--db", user_db, "--duration", "4", "--port", "0")
     m = d.headline()
-    port, names = int(m["port"]), m["tables"].split(", ")
-    customers, orders = names
-    assert re.fullmatch(r"poolwatch_demo_[0-9a-f]{8}_customers", customers)
-    assert orders == customers.replace("_customers", "_orders")
-    during = _tables(user_db)
-    assert during == before | {customers, orders}
+    port, prefix = int(m["port"]), _run_prefix(m["tables"])
+    orders = f"{prefix}orders"
+    assert {f"{prefix}customers", orders} <= _objects(user_db, prefix)
     last: Samples = {}
     while d.proc.poll() is None:
         try:
@@ -182,7 +208,8 @@ def test_demo_on_the_users_database_serves_its_port_and_leaves_nothing(
             assert _value(s, "db_client_connection_max") == 7
         time.sleep(0.25)
     assert d.finish() == 0, d.output
-    assert _tables(user_db) == before
+    assert _objects(user_db, prefix) == set()
+    assert KEEP in _tables(user_db)
     # The workload's writes went in, numbered by the orders table's identity/autoincrement.
     inserts = _matching(last, "db_client_operation_duration_seconds_count",
                         db_operation_name="INSERT", db_query_summary=f"INSERT {orders}")  # fmt: skip
@@ -207,31 +234,29 @@ def _matching(samples: Samples, name: str, **labels: str) -> list[tuple[dict[str
 def test_an_interrupted_demo_drops_its_tables(
     postgres_url: str, run_demo: type[Demo], signum: signal.Signals
 ) -> None:
-    before = _tables(postgres_url)
     d = run_demo("--db", postgres_url, "--duration", "0", "--port", "0")
     m = d.headline()
-    port, names = int(m["port"]), set(m["tables"].split(", "))
-    assert _tables(postgres_url) == before | names
+    port, prefix = int(m["port"]), _run_prefix(m["tables"])
+    assert {f"{prefix}customers", f"{prefix}orders"} <= _objects(postgres_url, prefix)
     while not _scrape(port):  # the pool is instrumented: the workload runs
         time.sleep(0.1)
     d.proc.send_signal(signum)
     assert d.finish() == 0, d.output
     assert d.output.strip().splitlines()[-1].startswith("done: ")
-    assert _tables(postgres_url) == before
+    assert _objects(postgres_url, prefix) == set()
 
 
 @pytest.mark.slow
 def test_a_setting_refused_after_the_tables_exist_still_drops_them(
     postgres_url: str, run_demo: type[Demo], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = _tables(postgres_url)
     monkeypatch.setenv("POOLWATCH_MAX_QUERY_SUMMARIES", "many")
     d = run_demo("--db", postgres_url, "--duration", "5", "--port", "0")
-    d.headline()
+    prefix = _run_prefix(d.headline()["tables"])
     assert d.finish() == 2, d.output
     assert "POOLWATCH_MAX_QUERY_SUMMARIES" in d.lines[-1]
     assert d.lines[-1].startswith("poolwatch demo: ")
-    assert _tables(postgres_url) == before
+    assert _objects(postgres_url, prefix) == set()
 
 
 def test_an_explicit_port_that_is_taken_is_refused(run_demo: type[Demo]) -> None:
