@@ -106,6 +106,20 @@ def _info(state: PoolState, snap: PoolSnapshot) -> list[tuple[tuple[str, ...], f
     return [(tuple(snap.limits.info().values()), 1)]
 
 
+def _server_max(state: PoolState, snap: PoolSnapshot) -> list[tuple[tuple[str, ...], float]]:
+    limits = state.server_limits
+    return [] if limits is None else [((), limits.allowed)]
+
+
+def _server_settings(
+    state: PoolState, snap: PoolSnapshot
+) -> list[tuple[tuple[str, ...], float]]:
+    limits = state.server_limits
+    if limits is None:
+        return []
+    return [((name, str(value)), 1) for name, value in sorted(limits.settings.items())]
+
+
 def _errors(state: PoolState, snap: PoolSnapshot) -> list[tuple[tuple[str, ...], float]]:
     return [((component,), n) for component, n in list(state.errors.counts.items())]
 
@@ -220,10 +234,34 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "pool_info", "poolwatch.pool.info", "gauge", "",
         "The pool's configuration (value is always 1).",
-        "the pool's configuration; empty where the pool has no such setting",
+        "the pool's configuration, and the server as the pool addresses it (`server_address`, "
+        "`server_port`, `db_namespace`: the join key of the fleet rules); empty where the pool "
+        "has no such setting",
         labels=PoolLimits.INFO_LABELS,
         labels_doc=", ".join(f"`{label}`" for label in PoolLimits.INFO_LABELS),
         otel_instrument="observable_gauge", observe=_info, aggregation="max", info=True,
+    ),
+    Metric(
+        "server_connections_max", "poolwatch.server.connections.max", "gauge", "{connection}",
+        "Connections the database server allows this pool's role (the smallest limit that "
+        "applies), as last read by the pool.",
+        "connections the server allows this pool's role: PostgreSQL `max_connections` − "
+        "`superuser_reserved_connections` − `reserved_connections`, or the role's or database's "
+        "`CONNECTION LIMIT` if smaller; MySQL/MariaDB `max_connections` (or "
+        "`max_user_connections`); read on a new connection at most every 5 minutes; absent "
+        "where unknown (another database, a failed read, `server_limits=false`)",
+        otel_instrument="observable_up_down_counter", observe=_server_max, aggregation="max",
+    ),
+    Metric(
+        "server_connections_limit_info", "poolwatch.server.connections.limit_info", "gauge", "",
+        "The server's connection settings behind poolwatch_server_connections_max (value is "
+        "always 1).",
+        "each setting behind `poolwatch_server_connections_max` and its value, where it applies "
+        "(`max_connections`, `superuser_reserved_connections`, `reserved_connections`, "
+        "`role_connection_limit`, `database_connection_limit`, `max_user_connections`)",
+        labels=("setting", "value"), labels_doc="`setting`, `value`",
+        otel_instrument="observable_gauge", observe=_server_settings, aggregation="max",
+        info=True,
     ),
     Metric(
         "summaries_folded", "poolwatch.query_summaries.folded", "counter", "{statement}",

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
+from poolwatch.core.catalog import CATALOG, POOL_LABEL
+
 __all__ = [
     "DEFAULT_OPERATION_BUCKETS",
     "DEFAULT_POOL_BUCKETS",
@@ -41,21 +43,9 @@ DEFAULT_OPERATION_BUCKETS: Final[tuple[float, ...]] = (
 )  # fmt: skip
 
 _LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+# Label names poolwatch itself puts on its series (the catalog's), and Prometheus's own.
 _RESERVED_LABELS = frozenset(
-    {
-        "db_client_connection_pool_name",
-        "db_client_connection_state",
-        "db_system_name",
-        "db_operation_name",
-        "db_query_summary",
-        "error_type",
-        "kind",
-        "reason",
-        "component",
-        "job",
-        "instance",
-        "le",
-    }
+    {POOL_LABEL, *(label for m in CATALOG for label in m.labels), "job", "instance", "le"}
 )
 
 
@@ -80,6 +70,11 @@ class Settings:
     tracing: bool | Literal["auto"] = "auto"
     wait_span_threshold: float = 0.001
     exemplars: bool = True
+    server_limits: bool = True
+    """Read the database server's connection limits on new connections (poolwatch_server_*)."""
+    application_name: bool | str = False
+    """Set the connection's ``application_name`` (PostgreSQL) where the application set none:
+    True for the pool's name, or a string."""
 
 
 # Settings that have an environment variable; ``name`` and ``labels`` too, so a container can
@@ -248,6 +243,25 @@ def _parse_buckets(setting: str, raw: object, source: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _parse_application_name(setting: str, raw: object, source: str) -> bool | str:
+    accepts = (
+        "accepts true (the pool's name), false, or a name of at most 63 printable ASCII "
+        "characters"
+    )
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("", "0", "false", "no", "off"):
+            return False
+        value = raw.strip()
+        if len(value) <= 63 and value.isascii() and value.isprintable():
+            return value
+    raise _fail(setting, raw, accepts, source)
+
+
 def _parse(setting: str, raw: object, source: str) -> Any:
     if setting == "name":
         return _parse_str(setting, raw, source, optional=True)
@@ -273,7 +287,9 @@ def _parse(setting: str, raw: object, source: str) -> Any:
         except ValueError:
             accepts = "accepts auto or true/false (1/0, yes/no, on/off)"
             raise _fail(setting, raw, accepts, source) from None
-    if setting in ("leak_stacks", "statement_metrics", "prometheus", "exemplars"):
+    if setting == "application_name":
+        return _parse_application_name(setting, raw, source)
+    if setting in ("leak_stacks", "statement_metrics", "prometheus", "exemplars", "server_limits"):
         return _parse_bool(setting, raw, source)
     raise AssertionError(setting)  # pragma: no cover - every field is handled above
 

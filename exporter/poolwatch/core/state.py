@@ -13,9 +13,12 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from poolwatch.core.errors import ErrorReporter
+
+if TYPE_CHECKING:
+    from poolwatch.core.server_probe import ServerLimits
 
 __all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
 
@@ -37,9 +40,17 @@ class PoolLimits:
     pre_ping: bool | None = None
     pool_size: int | None = None
     max_overflow: int | None = None
+    server_address: str | None = None
+    """The server as the pool addresses it (semconv ``server.address``, ``server.port``,
+    ``db.namespace``): the join key of the fleet rules."""
+    server_port: int | None = None
+    db_namespace: str | None = None
 
     # The labels of the poolwatch_pool_info series, in this order, as every backend exports them.
-    INFO_LABELS = ("pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping")
+    INFO_LABELS = (
+        "pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping",
+        "server_address", "server_port", "db_namespace",
+    )  # fmt: skip
 
     def info(self) -> dict[str, str]:
         """The configuration as info-series label values ("" where the pool has no such setting)."""
@@ -94,6 +105,8 @@ class PoolState:
         self._slots_lock = threading.Lock()
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
+        self.server_limits: ServerLimits | None = None
+        """The database server's connection limits as last read (:mod:`.server_probe`)."""
         self.is_open: Callable[[Any], bool] = _always_open
         """Whether a connection in ``live`` is really open, as the source can tell: a pool may
         close one without an event (SQLAlchemy closes a connection whose ``connect`` listener

@@ -26,7 +26,7 @@ from poolwatch.core.catalog import CATALOG, Metric
 from poolwatch.core.config import Settings, with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
-from poolwatch.core.tracker import NOTHING_PENDING, Recorder, Sink, immediate
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.core.version import __version__
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
@@ -131,7 +131,7 @@ def otel_metrics_for(
         return existing
 
 
-class OTelTracker:
+class OTelTracker(BaseTracker):
     """One pool's view of an :class:`OTelMetrics`: attributes resolved once per series.
 
     OpenTelemetry cannot delete a series: after ``close()`` the gauges stop reporting the pool,
@@ -161,16 +161,12 @@ class OTelTracker:
         self._attrs = attrs
         self.wait: Recorder = partial(m.instrument["wait_time"].record, attributes=attrs)
         self.use: Recorder = partial(m.instrument["use_time"].record, attributes=attrs)
-        self.pending = NOTHING_PENDING  # the SDK aggregates each value as it is recorded
         self._create: Recorder = partial(m.instrument["create_time"].record, attributes=attrs)
         # Start these counters at 0, as the Prometheus backend does: increase() and alert rules
         # need the series before the first timeout or leak.
         for key in ("timeouts", "leaks", "summaries_folded"):
             m.instrument[key].add(0, attrs)
         m.pools.add(state, attrs)
-
-    def drain(self) -> None:
-        pass
 
     def created(self, seconds: float) -> None:
         self._create(seconds)

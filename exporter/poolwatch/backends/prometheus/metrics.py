@@ -24,7 +24,7 @@ from poolwatch.core.catalog import CATALOG, POOL_LABEL
 from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
-from poolwatch.core.tracker import Recorder, Sink, immediate
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
@@ -152,7 +152,7 @@ class PoolStateCollector(Collector):
         return families
 
 
-class PrometheusTracker:
+class PrometheusTracker(BaseTracker):
     """One pool's view of a :class:`PrometheusMetrics`: children resolved once."""
 
     def __init__(

@@ -30,6 +30,7 @@ from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.sources.sqlalchemy import _compat
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.redact import redact_sql
 from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
@@ -168,7 +169,7 @@ class StatementInstrumentation:
         series = self._cache.get(statement) or self._series_for(statement, context)
         sent, params = statement, parameters
         conn = getattr(context, "root_connection", None)
-        if not getattr(conn, "_allow_autobegin", True):
+        if not _compat.autobegin_allowed(conn):
             # The dialect's first-connect set-up (server version, schema, ...): SQLAlchemy
             # runs it on a Connection with events off, so cursor listeners never see it.
             hooks = None
