@@ -41,6 +41,7 @@ class Options(TypedDict, total=False):
     name: str | None
     labels: Mapping[str, str]
     registry: CollectorRegistry | None
+    """Where the series go (default: prometheus_client's ``REGISTRY``)."""
     port: int | None
     addr: str
     leak_threshold: float | None
@@ -54,8 +55,12 @@ class Options(TypedDict, total=False):
     tracing: bool | None
     wait_span_threshold: float
     exemplars: bool
+    server_limits: bool
+    application_name: bool | str
     tracer_provider: Any
+    """The OpenTelemetry ``TracerProvider`` for spans (default: the global one)."""
     meter_provider: Any
+    """An OpenTelemetry ``MeterProvider``: emit the semantic-convention instruments there too."""
 
 
 _NOT_SETTINGS = ("registry", "tracer_provider", "meter_provider")

@@ -4,16 +4,19 @@ registry, except poolwatch's own histograms, which are written from their pre-re
 the scraper asks; gzip when it accepts it.
 
 Applications that serve ``/metrics`` themselves can use :func:`generate_latest` in place of
-prometheus_client's to get the same speed; prometheus_client's own exposition shows the same
-series, only more slowly.
+prometheus_client's to get the same speed, or mount :func:`make_asgi_app` / :func:`make_wsgi_app`
+(the same contract as prometheus_client's helpers of those names); prometheus_client's own
+exposition shows the same series, only more slowly.
 """
 
 from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import generate_latest as text_latest
@@ -25,7 +28,11 @@ from poolwatch.backends.prometheus.metrics import histogram_families
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "ASGIApp",
+    "WSGIApp",
     "generate_latest",
+    "make_asgi_app",
+    "make_wsgi_app",
     "serve",
 ]
 
@@ -84,6 +91,113 @@ def _handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
             pass  # a scrape every few seconds is not worth a log line
 
     return MetricsHandler
+
+
+_ALLOW = "OPTIONS,GET"
+
+
+def _respond(
+    registry: CollectorRegistry,
+    method: str,
+    accept: str,
+    accept_encoding: str,
+    query: str,
+    disable_compression: bool,
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body for one request, as prometheus_client's helpers answer it."""
+    if method == "OPTIONS":
+        return 200, [("Allow", _ALLOW)], b""
+    if method != "GET":
+        message = f"# HTTP 405 Method Not Allowed: {method}; use OPTIONS or GET\n"
+        return 405, [("Allow", _ALLOW)], message.encode()
+    openmetrics = _wants_openmetrics(accept)
+    names = parse_qs(query).get("name[]")
+    if names:
+        # A restricted registry holds no poolwatch histograms of its own: prometheus_client
+        # renders the few families asked for (slower per line, and only those lines).
+        restricted = registry.restricted_registry(names)
+        body = (openmetrics_latest if openmetrics else text_latest)(restricted)
+    else:
+        body = generate_latest(registry, openmetrics=openmetrics)
+    headers = [("Content-Type", CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT)]
+    if not disable_compression and "gzip" in accept_encoding:
+        body = gzip.compress(body, compresslevel=1)
+        headers.append(("Content-Encoding", "gzip"))
+    return 200, headers, body
+
+
+_StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WSGIApp = Callable[[MutableMapping[str, Any], _StartResponse], Iterable[bytes]]
+"""A WSGI application: ``app(environ, start_response)``."""
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+"""An ASGI 3 application: ``await app(scope, receive, send)``."""
+_REASONS = {200: "OK", 405: "Method Not Allowed"}
+
+
+def make_wsgi_app(
+    registry: CollectorRegistry = REGISTRY, disable_compression: bool = False
+) -> WSGIApp:
+    """A WSGI app serving ``registry`` with :func:`generate_latest`: text format or
+    OpenMetrics as the ``Accept`` header asks, gzip when accepted (unless
+    ``disable_compression``), ``?name[]=...`` to select families; any path, like
+    prometheus_client's ``make_wsgi_app``, which it replaces."""
+
+    def metrics_app(
+        environ: MutableMapping[str, Any], start_response: _StartResponse
+    ) -> Iterable[bytes]:
+        status, headers, body = _respond(
+            registry,
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("HTTP_ACCEPT", ""),
+            environ.get("HTTP_ACCEPT_ENCODING", ""),
+            environ.get("QUERY_STRING", ""),
+            disable_compression,
+        )
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [body]
+
+    return metrics_app
+
+
+def make_asgi_app(
+    registry: CollectorRegistry = REGISTRY, disable_compression: bool = False
+) -> ASGIApp:
+    """An ASGI app serving ``registry`` with :func:`generate_latest` (the same answers as
+    :func:`make_wsgi_app`), like prometheus_client's ``make_asgi_app``, which it replaces.
+    The exposition runs on the event loop, as prometheus_client's does: it is CPU-bound under
+    the GIL, so a thread would not make it cheaper for the other requests."""
+
+    async def metrics_app(scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope.get("type") != "http":
+            raise ValueError(f"poolwatch's metrics app serves HTTP, not {scope.get('type')!r}")
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            headers.setdefault(raw_name.decode("latin-1").lower(), []).append(
+                raw_value.decode("latin-1")
+            )
+        status, response_headers, body = _respond(
+            registry,
+            scope.get("method", "GET"),
+            ",".join(headers.get("accept", ())),
+            ",".join(headers.get("accept-encoding", ())),
+            scope.get("query_string", b"").decode("latin-1"),
+            disable_compression,
+        )
+        response_headers.append(("Content-Length", str(len(body))))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.lower().encode(), v.encode()) for k, v in response_headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return metrics_app
 
 
 class _Server(ThreadingHTTPServer):
