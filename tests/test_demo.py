@@ -433,3 +433,39 @@ def test_demo_runs_dry_and_recovers(
     timeouts = int(final.split()[1])
     assert timeouts > 0  # checkouts timed out during the burst
     assert _workload_errors(output) == {"TimeoutError": timeouts}
+
+
+def test_the_view_reads_the_pool_as_poolwatch_top_does(tmp_path: Path) -> None:
+    """Three connections out of a pool of three, a fourth caller timed out after its 0.2 s."""
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    import poolwatch
+
+    registry = CollectorRegistry()
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'view.db'}", pool_size=2, max_overflow=1, pool_timeout=0.2
+    )
+    name = f"demo-view-{os.getpid()}"
+    handle = poolwatch.instrument(
+        engine, name=name, registry=registry, port=None, pool_buckets=(0.1, 0.3, 1.0)
+    )
+    try:
+        view = demo.PoolView(registry, name)
+        assert view.row() == demo.PoolRow(0, 0, 3, 0, 0, 0, 0.0, demo.WAIT_WINDOW)
+        held = [engine.connect() for _ in range(3)]
+        with pytest.raises(PoolTimeout):
+            engine.connect()
+        row = view.row()
+        for c in held:
+            c.close()
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    assert row == demo.PoolRow(
+        used=3, idle=0, max=3, waiting=0, timeouts=1, leaked=0, wait_p99=row.wait_p99, window=5
+    )
+    # Three waits under 0.1 s and the timed-out one: the timeout is a bound of its own (0.2),
+    # and the wait ends a hair before or after it. The 99th percentile's rank, 3.96, is 96 %
+    # into (0.1, 0.2] or into (0.2, 0.3].
+    assert row.wait_p99 in (pytest.approx(0.196), pytest.approx(0.296))

@@ -49,6 +49,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.sql import Executable
 
+from poolwatch.tools import names as n
+from poolwatch.tools.scrape import Read, Sample, bucket_quantile, registry_read
+from poolwatch.tools.top import pool_rows
+
 __all__ = [
     "DEFAULT_PORT",
     "PHASES",
@@ -352,82 +356,53 @@ class PoolRow:
 
 
 class PoolView:
-    """Reads the demo's own registry the way Prometheus would, for the terminal view."""
+    """The demo's pool as ``poolwatch top`` reads it (its row model, over reads of the demo's own
+    registry), with the checkout waits' p99 over the last ``window`` seconds."""
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        pool: str,
-        window: float = WAIT_WINDOW,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, pool: str, window: float = WAIT_WINDOW) -> None:
         self.registry = registry
         self.pool = pool
         self.window = window
-        self._clock = clock
-        # Bucket counts seen at each read, oldest first; the first is the pool's start (empty).
-        self._history: deque[tuple[float, dict[float, float]]] = deque([(clock(), {})])
-
-    def _value(self, name: str, **labels: str) -> int:
-        v = self.registry.get_sample_value(
-            name, {"db_client_connection_pool_name": self.pool, **labels}
-        )
-        return int(v or 0)
-
-    def _buckets(self) -> dict[float, float]:
-        out: dict[float, float] = {}
-        for metric in self.registry.collect():
-            if metric.name != "db_client_connection_wait_time_seconds":
-                continue
-            for s in metric.samples:
-                if (
-                    s.name.endswith("_bucket")
-                    and s.labels.get("db_client_connection_pool_name") == self.pool
-                ):
-                    out[float(s.labels["le"])] = s.value
-        return out
-
-    def wait_p99(self) -> float:
-        """p99 of the checkout waits of the last ``window`` seconds, as
-        ``histogram_quantile(0.99, rate(..._bucket[window]))`` would read it (since the start
-        while the demo is younger than the window)."""
-        now, buckets = self._clock(), self._buckets()
-        history = self._history
-        while len(history) > 1 and history[1][0] <= now - self.window:
-            history.popleft()
-        base = history[0][1]
-        history.append((now, buckets))
-        return _quantile(0.99, buckets, base)
+        # Reads of the registry, oldest first; the first is before the workload starts.
+        self._reads: deque[Read] = deque([registry_read(registry)])
 
     def row(self) -> PoolRow:
-        count = "db_client_connection_count"
+        now = registry_read(self.registry)
+        reads = self._reads
+        while len(reads) > 1 and reads[1].at <= now.at - self.window:
+            reads.popleft()
+        before = reads[0]
+        reads.append(now)
+        top = next((r for r in pool_rows([now], [before]) if r.pool == self.pool), None)
+        if top is None:  # not registered (yet, or any more)
+            return PoolRow(0, 0, 0, 0, 0, 0, 0.0, self.window)
         return PoolRow(
-            used=self._value(count, db_client_connection_state="used"),
-            idle=self._value(count, db_client_connection_state="idle"),
-            max=self._value("db_client_connection_max"),
-            waiting=self._value("db_client_connection_pending_requests"),
-            timeouts=self._value("db_client_connection_timeouts_total"),
-            leaked=self._value("poolwatch_connections_leaked"),
-            wait_p99=self.wait_p99(),
+            used=int(top.used),
+            idle=int(top.idle),
+            max=int(top.max or 0),
+            waiting=int(top.waiting),
+            timeouts=int(_value(now, n.CONNECTION_TIMEOUTS, self.pool)),
+            leaked=int(top.leaked or 0),
+            wait_p99=self._wait_p99(now, before),
             window=self.window,
         )
 
+    def _wait_p99(self, now: Read, before: Read) -> float:
+        """``histogram_quantile(0.99, rate(..._bucket[window]))``, as Prometheus would read it
+        (since the start while the demo is younger than the window)."""
+        name = n.WAIT_TIME + "_bucket"
+        counts = {float(s.labels[n.LE]): s.value for s in _samples(now, name, self.pool)}
+        for s in _samples(before, name, self.pool):
+            counts[float(s.labels[n.LE])] -= s.value
+        return bucket_quantile(0.99, counts) or 0.0
 
-def _quantile(q: float, now: dict[float, float], before: dict[float, float]) -> float:
-    """Linear interpolation within the bucket, as Prometheus' histogram_quantile."""
-    delta = sorted((le, now[le] - before.get(le, 0.0)) for le in now)
-    total = delta[-1][1] if delta else 0.0
-    if total <= 0:
-        return 0.0
-    rank, lower, below = q * total, 0.0, 0.0
-    for le, count in delta:
-        if count >= rank:
-            if le == float("inf"):
-                return lower
-            span = count - below
-            return lower + (le - lower) * ((rank - below) / span if span else 1.0)
-        lower, below = le, count
-    return lower
+
+def _samples(read: Read, name: str, pool: str) -> list[Sample]:
+    return [s for s in read.samples if s.name == name and s.labels.get(n.POOL) == pool]
+
+
+def _value(read: Read, name: str, pool: str) -> float:
+    return sum(s.value for s in _samples(read, name, pool))
 
 
 def _cycles(duration: float) -> Iterator[tuple[float, Phase]]:
@@ -522,8 +497,11 @@ VIEW_WIDTH = sum(w for _, w in COLUMNS) + 3 * len(COLUMNS) + 1
 def pool_table(r: PoolRow) -> Any:
     """The pool's numbers as a one-row table of fixed column widths.
 
-    The seam for ``poolwatch top`` (issue #18): this is one pool's row of its view, and the
-    place its renderer takes over once it keeps a steady width and states its window."""
+    The numbers are ``poolwatch top``'s (PoolView reads them with its row model); its
+    ``render_table`` is not used here because its twelve columns take their width from their
+    content (past 80 columns, and the statements column wraps), and it shows a p95 without
+    its window. A renderer of top's with fixed widths and a chosen set of columns would
+    replace this function and nothing else."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
