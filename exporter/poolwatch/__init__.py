@@ -9,7 +9,7 @@ One line at startup::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
@@ -52,7 +52,7 @@ class Options(TypedDict, total=False):
     pool_buckets: Sequence[float]
     operation_buckets: Sequence[float]
     prometheus: bool
-    tracing: bool | None
+    tracing: bool | Literal["auto"]
     wait_span_threshold: float
     exemplars: bool
     server_limits: bool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return demo_module.main(args)
     if args.command in ("top", "doctor"):
-        return int(args.run(args))
+        return _piped(lambda: int(args.run(args)))
     if args.command in ("rules", "dashboards"):
         run: Callable[[argparse.Namespace], int] = args.run
         try:
@@ -133,6 +134,19 @@ def _write_dashboards(args: argparse.Namespace) -> int:
         (args.output / name).write_text(text, encoding="utf-8")
         print(f"wrote {args.output / name}", file=sys.stderr)
     return 0
+
+
+def _piped(run: Callable[[], int]) -> int:
+    """``poolwatch doctor | head``: a reader that stops early is not an error (the recipe of
+    Python's signal documentation)."""
+    try:
+        code = run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

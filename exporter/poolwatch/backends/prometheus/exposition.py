@@ -12,7 +12,10 @@ exposition shows the same series, only more slowly.
 from __future__ import annotations
 
 import gzip
+import logging
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,11 +27,16 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 
 from poolwatch.backends.prometheus.histogram import rendering_elsewhere
 from poolwatch.backends.prometheus.metrics import histogram_families
+from poolwatch.core.errors import logger
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "HANDLER_TIMEOUT",
+    "LISTEN_BACKLOG",
+    "MAX_HANDLERS",
     "ASGIApp",
+    "MetricsServer",
     "WSGIApp",
     "generate_latest",
     "make_asgi_app",
@@ -39,6 +47,20 @@ __all__ = [
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _EOF = b"# EOF\n"
+
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues while the accept loop is busy (socketserver's default is 5, at
+which a burst of connects has most of them retried by the client a second later)."""
+HANDLER_TIMEOUT = 10.0
+"""Seconds one read or write on a scrape's socket may block: a client that connects and sends
+nothing, or stops reading, gives its thread back after this."""
+MAX_HANDLERS = 16
+"""Scrapes served at once; past this a connection is answered 503 at once and closed, so idle or
+stuck clients cannot make the exporter start threads without limit."""
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+# What a client that goes away or stalls does to a handler: nothing the app can act on.
+_CLIENT_FAULTS = (ConnectionError, TimeoutError)
+_LOG_INTERVAL = 60.0
 
 
 def generate_latest(registry: CollectorRegistry = REGISTRY, *, openmetrics: bool = False) -> bytes:
@@ -64,8 +86,10 @@ def _wants_openmetrics(accept: str) -> bool:
     )
 
 
-def _handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, io_timeout: float) -> type[BaseHTTPRequestHandler]:
     class MetricsHandler(BaseHTTPRequestHandler):
+        timeout = io_timeout  # StreamRequestHandler.setup puts it on the socket
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/", "/metrics"):
                 self.send_error(404)
@@ -200,13 +224,76 @@ def make_asgi_app(
     return metrics_app
 
 
-class _Server(ThreadingHTTPServer):
+class MetricsServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a real listen backlog, socket timeouts, at most
+    ``max_handlers`` handler threads, and nothing on the application's stderr: a client that
+    disconnects or stalls is counted in ``client_errors`` and logged at DEBUG; any other error in
+    a handler is counted in ``handler_errors`` and logged at most once a minute."""
+
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry = REGISTRY,
+        *,
+        timeout: float = HANDLER_TIMEOUT,
+        max_handlers: int = MAX_HANDLERS,
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_handlers)
+        self.client_errors = 0
+        self.handler_errors = 0
+        self.rejected = 0
+        self._last_logged = float("-inf")
+        super().__init__(address, _handler(registry, timeout))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Answered from the accept loop without blocking it: the reply fits the socket's
+            # send buffer of a connection that has just been accepted.
+            self.rejected += 1
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread was started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr, which is the application's.
+        error = sys.exc_info()[1]
+        if isinstance(error, _CLIENT_FAULTS):
+            self.client_errors += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("poolwatch: a metrics client went away (%s)", type(error).__name__)
+            return
+        self.handler_errors += 1
+        now = time.monotonic()
+        if now - self._last_logged >= _LOG_INTERVAL:
+            self._last_logged = now
+            logger.error(
+                "poolwatch: error serving /metrics (logged at most every %.0f s)",
+                _LOG_INTERVAL,
+                exc_info=error,
+            )
 
 
-def serve(addr: str, port: int, registry: CollectorRegistry = REGISTRY) -> ThreadingHTTPServer:
+def serve(addr: str, port: int, registry: CollectorRegistry = REGISTRY) -> MetricsServer:
     """Serve ``/metrics`` from a daemon thread; raises ``OSError`` if the port is taken."""
-    server = _Server((addr, port), _handler(registry))
+    server = MetricsServer((addr, port), registry)
     thread = threading.Thread(
         target=server.serve_forever, name="poolwatch-metrics-http", daemon=True
     )
