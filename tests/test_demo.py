@@ -400,7 +400,9 @@ def test_demo_runs_dry_and_recovers(
     url = [] if db == "sqlite" else ["--db", str(request.getfixturevalue("postgres_url"))]
     port = free_port()
     d = run_demo(*url, "--duration", "20", "--port", str(port))
-    assert int(d.headline()["port"]) == port
+    m = d.headline()
+    assert int(m["port"]) == port
+    prefix = _run_prefix(m["tables"])
     seen_waiting = seen_leak = 0.0
     scrapes = 0
     deadline = time.monotonic() + 40
@@ -420,6 +422,8 @@ def test_demo_runs_dry_and_recovers(
         assert _value(s, "db_client_connection_max") == 7
         time.sleep(0.25)
     assert d.finish(30) == 0, d.output
+    if url:
+        assert _objects(url[1], prefix) == set()
     output = d.output
     assert scrapes >= 20  # about four a second over the 20 s run
     assert seen_waiting >= 5  # the burst phase queued callers

@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.schema import DropTable
 from sqlalchemy.sql import Executable
 
 from poolwatch.tools import names as n
@@ -163,7 +164,8 @@ class DemoTables:
         while self.created:
             table = self.created[-1]
             with engine.begin() as c:
-                table.drop(c, checkfirst=True)
+                # IF EXISTS in the statement, not a has_table() query first: the server decides.
+                c.execute(DropTable(table, if_exists=True))
             self.created.pop()
 
 
