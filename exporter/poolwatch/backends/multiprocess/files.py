@@ -1,0 +1,181 @@
+"""prometheus_client's multiprocess directory: where the values go, and keeping it small.
+
+Every process writes its own files, ``{type}_{pid}.db`` (gauges ``gauge_{mode}_{pid}.db``), and a
+scrape reads them all. prometheus_client's ``mark_process_dead`` removes only a dead process's
+``live*`` gauge files; its counters and histograms stay, so with worker recycling the directory
+grows by a few files per worker ever started and the scrape slows with it (client_python #204,
+#275: thousands of files, 10-40 s scrapes). :func:`sweep` does what both need: a dead process's
+live gauges are removed, and its counter, histogram and summary files are merged into one archive
+file per type, so the files, and the scrape, depend on the live processes only. A sweep runs under
+an exclusive ``flock`` on a lock file in the directory (sweeps from several processes take turns)
+and poolwatch's collector reads under a shared one, so a scrape never sees a dead process's counts
+twice or not at all while they move.
+
+A process counts as dead when ``kill(pid, 0)`` says there is no such process or it is a zombie
+(``/proc``): a worker killed with ``kill -9`` and reaped, or not yet reaped, both drop out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+from prometheus_client import mmap_dict, multiprocess, values
+
+# prometheus_client's multiprocess internals are untyped.
+MmapedDict: Any = mmap_dict.MmapedDict
+mmap_key: Any = mmap_dict.mmap_key
+merge: Any = multiprocess.MultiProcessCollector.merge
+
+__all__ = [
+    "ARCHIVE_ID",
+    "directory",
+    "locked",
+    "mark_process_dead",
+    "pid_alive",
+    "sweep",
+    "value_class",
+]
+
+ARCHIVE_ID = "poolwatch-archive"
+"""The part of an archive file's name where a pid would be: ``counter_poolwatch-archive.db``."""
+LOCK_FILE = ".poolwatch.lock"
+# counter_123.db, histogram_123.db, summary_123.db, gauge_livesum_123.db
+_FILE = re.compile(r"^(counter|histogram|summary|gauge)_(?:([a-z]+)_)?(\d+)\.db$")
+_MERGED_TYPES = ("counter", "histogram", "summary")
+
+_value_class_lock = threading.Lock()
+_own_value_class: Any = None
+
+
+def directory() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` (or the old lower-case spelling), if set and not empty."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return path or None
+
+
+def value_class() -> Any:
+    """prometheus_client's mmap-backed value class for this process.
+
+    prometheus_client's own when it is in multiprocess mode (it chose at import, from the same
+    variable): then poolwatch's values share the process's files and their lock with the
+    application's metrics, as two writers of one file would corrupt it. Otherwise (the variable
+    was set after prometheus_client was imported, and the application's metrics are not in
+    multiprocess mode) one of poolwatch's own, writing the same files by the same conventions.
+    Either follows the process across ``fork()`` (it re-opens the files under the new pid).
+    """
+    global _own_value_class
+    if getattr(values.ValueClass, "_multiprocess", False):
+        return values.ValueClass
+    with _value_class_lock:
+        if _own_value_class is None:
+            _own_value_class = cast(Any, values).MultiProcessValue()
+        return _own_value_class
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            return False
+        # EPERM: it exists, owned by someone else.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    # "pid (comm) S ...": the state follows the last ')' (comm may contain one).
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+@contextlib.contextmanager
+def locked(path: str, *, exclusive: bool) -> Iterator[None]:
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """prometheus_client's ``mark_process_dead`` and more: ``pid``'s live gauges go, and its
+    counters and histograms join the archive (for a server's "worker exited" hook)."""
+    sweep(path, dead=[pid])
+
+
+def sweep(path: str | None = None, *, dead: list[int] | None = None) -> int:
+    """Remove the live gauge files and archive the other files of dead processes (those in
+    ``dead``, or every process that :func:`pid_alive` says is gone); returns how many files
+    went. Never touches this process's files, nor the gauge files of modes that keep a dead
+    process's value (``all``, ``max``, ...: prometheus_client's meaning)."""
+    path = path or directory()
+    if not path or not os.path.isdir(path):
+        return 0
+    me = os.getpid()
+    with locked(path, exclusive=True):
+        gone: list[str] = []
+        merge: dict[str, list[str]] = {t: [] for t in _MERGED_TYPES}
+        verdict: dict[int, bool] = {}
+        for name in os.listdir(path):
+            m = _FILE.match(name)
+            if m is None:
+                continue
+            typ, mode, pid_text = m.groups()
+            pid = int(pid_text)
+            if pid == me:
+                continue
+            if pid not in verdict:
+                verdict[pid] = pid in dead if dead is not None else not pid_alive(pid)
+            if not verdict[pid]:
+                continue
+            if typ == "gauge":
+                if mode is not None and mode.startswith("live"):
+                    gone.append(os.path.join(path, name))
+            elif mode is None:
+                merge[typ].append(os.path.join(path, name))
+        for typ, files in merge.items():
+            if files:
+                _merge_into_archive(path, typ, files)
+                gone.extend(files)
+        for f in gone:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f)
+    return len(gone)
+
+
+def _merge_into_archive(path: str, typ: str, files: list[str]) -> None:
+    archive = os.path.join(path, f"{typ}_{ARCHIVE_ID}.db")
+    inputs = [archive, *files] if os.path.exists(archive) else list(files)
+    # Not cumulated: the archive holds what a process's file holds (per-bucket counts).
+    metrics = merge(inputs, accumulate=False)
+    tmp = archive + ".tmp"  # not *.db: a scrape never reads it half written
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    out = MmapedDict(tmp)
+    try:
+        for metric in metrics:
+            for sample in metric.samples:
+                key = mmap_key(
+                    metric.name,
+                    sample.name,
+                    list(sample.labels),
+                    list(sample.labels.values()),
+                    metric.documentation,
+                )
+                out.write_value(key, sample.value, 0.0)
+    finally:
+        out.close()
+    os.replace(tmp, archive)
