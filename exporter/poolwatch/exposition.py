@@ -2,10 +2,16 @@
 
 :func:`generate_latest` is prometheus_client's, with poolwatch's histograms written from their
 pre-rendered lines (see :mod:`poolwatch.backends.prometheus.exposition`).
+
+In prometheus_client's multiprocess mode (pre-fork servers), :func:`service_registry` is the
+registry to serve: every process's series, with dead processes swept at each collection
+(:class:`ServiceCollector`, a ``MultiProcessCollector`` that also checks that each process whose
+files it reads is alive).
 """
 
 from __future__ import annotations
 
+from poolwatch.backends.multiprocess import ServiceCollector, service_registry
 from poolwatch.backends.prometheus.exposition import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
@@ -13,4 +19,11 @@ from poolwatch.backends.prometheus.exposition import (
     serve,
 )
 
-__all__ = ["CONTENT_TYPE_OPENMETRICS", "CONTENT_TYPE_TEXT", "generate_latest", "serve"]
+__all__ = [
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "ServiceCollector",
+    "generate_latest",
+    "serve",
+    "service_registry",
+]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from poolwatch.backends.multiprocess import SERVED_BY_MASTER, service
+from poolwatch.core import lifecycle
 
 __all__: list[str] = []
 
@@ -28,7 +29,10 @@ os.environ.pop(SERVED_BY_MASTER, None)
 
 try:
     import uwsgi
-
+    from uwsgidecorators import postfork
+except ImportError:  # imported outside uWSGI (tests, tools): nothing to hook
+    pass
+else:
     _previous = getattr(uwsgi, "atexit", None)
 
     def _at_exit() -> None:
@@ -37,5 +41,9 @@ try:
             _previous()
 
     uwsgi.atexit = _at_exit
-except ImportError:  # imported outside uWSGI (tests, tools): nothing to hook
-    pass
+
+    def _post_fork() -> None:
+        # uWSGI forks without Python's at-fork handlers unless py-call-osafterfork is set.
+        lifecycle.ensure_fork_handled()
+
+    postfork(_post_fork)

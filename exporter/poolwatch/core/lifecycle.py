@@ -22,7 +22,8 @@ from collections.abc import Callable
 from poolwatch.core.errors import logger
 
 __all__ = [
-    "after_fork_in_child", "defer", "forked", "is_worker_process", "run_deferred",
+    "after_fork_in_child", "defer", "ensure_fork_handled", "forked", "is_worker_process",
+    "run_deferred",
     "warn_single_process_view",
 ]  # fmt: skip
 
@@ -30,6 +31,7 @@ _queue: list[Callable[[], None]] = []
 _resets: list[Callable[[], None]] = []
 _restarts: list[Callable[[], None]] = []
 _forked_from: int | None = None
+_handled_pid = os.getpid()
 _warned = False
 
 PREFORK_ADVICE = (
@@ -88,9 +90,17 @@ def warn_single_process_view() -> None:
     )
 
 
+def ensure_fork_handled() -> None:
+    """Run the fork handlers now unless they ran in this process: for servers that fork without
+    running Python's at-fork handlers (uWSGI, unless ``py-call-osafterfork`` is set)."""
+    if _handled_pid != os.getpid():
+        _in_child()
+
+
 def _in_child() -> None:
-    global _forked_from
+    global _forked_from, _handled_pid
     _forked_from = os.getppid()
+    _handled_pid = os.getpid()
     for handler in [*_resets, *_restarts]:
         try:
             handler()
