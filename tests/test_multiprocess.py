@@ -303,3 +303,60 @@ def test_a_fork_without_multiprocess_mode_warns_once_naming_what_to_do(
     assert len(warnings) == 1, warnings
     assert "poolwatch.gunicorn" in warnings[0] and "PROMETHEUS_MULTIPROC_DIR" in warnings[0]
     assert _records == []  # the parent, not a worker, said nothing
+
+
+def _app_metrics_child(path: str, conn: Connection) -> None:
+    """An application's own multiprocess metrics of every kind, beside poolwatch's."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    from prometheus_client import Counter, Gauge, Histogram, Summary, values
+
+    values.ValueClass = values.MultiProcessValue()  # what poolwatch.gunicorn does
+    Counter("app_requests", "Requests.", ["route"]).labels("/a\\b\"c\n").inc(3)
+    Histogram("app_latency_seconds", "Latency.").observe(0.2)
+    Summary("app_size_bytes", "Sizes.").observe(512)
+    for mode in ("all", "liveall", "max", "min", "sum", "livesum", "mostrecent"):
+        Gauge(f"app_gauge_{mode}", f"A {mode} gauge.", multiprocess_mode=mode).set(os.getpid() % 7)
+    conn.send("ok")
+    conn.recv()
+
+
+def test_the_fast_exposition_is_prometheus_clients_over_the_same_files(
+    workers: Workers, mpdir: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from poolwatch.exposition import generate_latest as pw_latest
+    from poolwatch.exposition import service_registry
+
+    procs = [workers.start(hold=i + 1, statements=i) for i in range(2)]
+    apps = []
+    for _ in range(2):
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=_app_metrics_child, args=(str(mpdir), b), daemon=True)
+        p.start()
+        assert a.poll(60) and a.recv() == "ok"
+        apps.append((p, a))
+    try:
+        workers.finish(procs[0])  # an archive too
+        plain = CollectorRegistry()
+        MultiProcessCollector(plain, str(mpdir))
+
+        def parsed(text: str, parse: Any) -> dict[tuple[str, frozenset[Any]], float]:
+            return {(s.name, frozenset(s.labels.items())): s.value
+                    for f in parse(text) for s in f.samples}  # fmt: skip
+
+        ours = service_registry(str(mpdir))
+        text = pw_latest(ours).decode()  # sweeps the dead worker first
+        theirs = parsed(generate_latest(plain).decode(), text_string_to_metric_families)
+        assert parsed(text, text_string_to_metric_families) == theirs
+        om = pw_latest(ours, openmetrics=True).decode()
+        assert om.endswith("# EOF\n")
+        assert {k: v for k, v in parsed(om, om_parse).items()} == theirs
+        assert len(theirs) > 100
+    finally:
+        for p, a in apps:
+            a.send("stop")
+            p.join(10)

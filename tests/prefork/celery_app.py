@@ -9,7 +9,7 @@ import sqlalchemy
 from celery import Celery
 
 import poolwatch
-import poolwatch.celery  # noqa: F401  (the one line)
+import poolwatch.celery
 
 PROBE = "SELECT 1 FROM pg_database LIMIT 1"
 

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from poolwatch.backends.multiprocess.fast import FastReader
 from poolwatch.backends.multiprocess.files import directory, locked, merge, sweep
 
-__all__ = ["ServiceCollector", "service_registry"]
+__all__ = ["ServiceCollector", "ServiceRegistry", "service_registry"]
 
 
 class ServiceCollector(MultiProcessCollector):
@@ -33,9 +34,25 @@ class ServiceCollector(MultiProcessCollector):
             return list(merge(files, accumulate=True))
 
 
-def service_registry(path: str | None = None) -> CollectorRegistry:
-    """A registry holding only the :class:`ServiceCollector`: what a multiprocess ``/metrics``
-    serves (prometheus_client's rule: never the default registry in multiprocess mode)."""
-    registry = CollectorRegistry()
-    ServiceCollector(registry, path)
-    return registry
+class ServiceRegistry(CollectorRegistry):
+    """A registry holding only a :class:`ServiceCollector`, which poolwatch's exposition
+    (:func:`poolwatch.exposition.generate_latest`, the HTTP exporter) writes with the
+    :class:`~poolwatch.backends.multiprocess.fast.FastReader` instead of prometheus_client's
+    collector and exposition: the same samples, a fraction of the time."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()
+        self.collector = ServiceCollector(self, path)
+        self._reader = FastReader(self.collector._path)
+
+    def render_exposition(self, *, openmetrics: bool = False) -> bytes:
+        path = self._reader.path
+        sweep(path)
+        with locked(path, exclusive=False):
+            return self._reader.render(openmetrics=openmetrics)
+
+
+def service_registry(path: str | None = None) -> ServiceRegistry:
+    """What a multiprocess ``/metrics`` serves: every process's series (prometheus_client's rule:
+    never the default registry in multiprocess mode)."""
+    return ServiceRegistry(path)
