@@ -267,7 +267,7 @@ def test_garbage_collection_inside_a_locked_metric_does_not_deadlock(registry) -
     done = threading.Event()
 
     def collect_while_locked() -> None:
-        with metrics.wait_time._lock, metrics.operation_duration._lock:
+        with metrics.histogram["wait_time"]._lock, metrics.histogram["operation_duration"]._lock:
             gc.collect()
         done.set()
 

@@ -72,8 +72,8 @@ def test_tracker_keeps_the_queues_bounded_through_checkins(build: str) -> None:
     registry = CollectorRegistry()
     metrics = metrics_for(registry, {}, BUCKETS, BUCKETS)
     tracker = PrometheusTracker(metrics, PoolState("bounded"), {}, "postgresql")
-    wait_child = metrics.wait_time.labels("bounded")
-    use_child = metrics.use_time.labels("bounded")
+    wait_child = metrics.histogram["wait_time"].labels("bounded")
+    use_child = metrics.histogram["use_time"].labels("bounded")
     for _ in range(10 * PENDING_LIMIT):
         # What the pool listeners do: a checkout's wait, the check, its checkin's use.
         tracker.wait(0.002)
@@ -99,7 +99,7 @@ def test_tracker_keeps_the_queues_bounded_through_checkins(build: str) -> None:
         "db_client_connection_use_time_seconds_bucket", {**labels, "le": "0.1"}
     ) == 10 * PENDING_LIMIT
     statement = tracker.statement("SELECT", "SELECT t")
-    child = metrics.operation_duration.labels("bounded", "postgresql", "SELECT", "SELECT t", "")
+    child = metrics.histogram["operation_duration"].labels("bounded", "postgresql", "SELECT", "SELECT t", "")
     assert statement is child  # no exemplars: the histogram child itself is the sink
     tracker.close()
 

@@ -56,13 +56,14 @@ def test_POOLWATCH_PURE_PYTHON_chooses_the_interpreted_build(value: str, compile
     assert result.stdout.strip() == str(compiled)
 
 
-def test_a_bad_POOLWATCH_PURE_PYTHON_fails_at_import_naming_the_setting() -> None:
+def test_a_bad_POOLWATCH_PURE_PYTHON_never_crashes_the_import() -> None:
+    # An application that never calls instrument() imports poolwatch through a library: an
+    # environment variable must not crash it. The value is named once; the default stays.
     result = _chosen({"POOLWATCH_PURE_PYTHON": "maybe"})
-    assert result.returncode == 1
-    assert (
-        "ValueError: poolwatch: invalid POOLWATCH_PURE_PYTHON='maybe'; pure_python accepts"
-        " true/false (1/0, yes/no, on/off)"
-    ) in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"  # the compiled build, the default
+    assert result.stderr.count("invalid POOLWATCH_PURE_PYTHON='maybe'") == 1
+    assert "accepts true/false (1/0, yes/no, on/off)" in result.stderr
 
 
 def test_a_build_from_another_source_is_not_used(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ def checkin_seam(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     """Both ways poolwatch sees a checkin: the pool's ``_return_conn`` (what SQLAlchemy 2.0 and
     2.1 have) and the ``checkin`` event it falls back to for a pool without that method."""
     if request.param == "checkin_event":
-        monkeypatch.setattr(poolwatch.sources.sqlalchemy.pool, "RETURN_SEAM", "_no_such_method")
+        monkeypatch.setattr(poolwatch.sources.sqlalchemy._compat, "RETURN_SEAM", "_no_such_method")
     return str(request.param)
 
 
@@ -314,7 +314,8 @@ def test_null_pool(postgres_url, registry, make_engine) -> None:
     assert registry.get_sample_value(
         "poolwatch_pool_info",
         {"db_client_connection_pool_name": handle.name, "pool_class": "NullPool",
-         "pool_size": "", "max_overflow": "", "timeout": "", "recycle": "", "pre_ping": "false"},
+         "pool_size": "", "max_overflow": "", "timeout": "", "recycle": "", "pre_ping": "false",
+         "server_address": "127.0.0.1", "server_port": "5432", "db_namespace": "test"},
     ) == 1  # fmt: skip
 
 

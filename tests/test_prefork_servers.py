@@ -292,8 +292,12 @@ def test_gunicorn_preload_each_worker_counts_its_own_pool(
 ) -> None:
     app_port, metrics_port = free_port(), free_port()
     env["POOLWATCH_PORT"] = str(metrics_port)
-    cmd = gunicorn(tmp_path, "--preload", "-w", "2",
-           "-b", f"127.0.0.1:{app_port}", "tests.prefork.wsgi_app:app")  # fmt: skip
+    # The user's own configuration file, with README's one import line.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from poolwatch.gunicorn import *  # noqa: F403\n\npreload_app = True\n"
+                    "workers = 2\n")  # fmt: skip
+    cmd = [tool("gunicorn"), "-c", str(conf), "--control-socket", str(tmp_path / "g.ctl"),
+           "-b", f"127.0.0.1:{app_port}", "tests.prefork.wsgi_app:app"]  # fmt: skip
     read = Reading(metrics_port, env["PW_POOL_NAME"])
     with server(cmd, env, tmp_path / "gunicorn.log"):
         wait_for_port(app_port, DEADLINE)

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from poolwatch.core.config import Settings, resolve_settings, tracing_enabled
+from poolwatch.core.config import Settings, check_objects, resolve_settings, tracing_enabled
 from poolwatch.core.instrumentation import Instrumentation, Telemetry, TelemetryFactory
 from poolwatch.core.lifecycle import is_worker_process, warn_single_process_view
 from poolwatch.core.state import PoolState
@@ -96,6 +96,7 @@ def instrument(target: Any, options: dict[str, Any], *, automatic: bool = False)
     given = dict(options)
     registry = given.pop("registry", None)
     providers = {k: given.pop(k, None) for k in ("tracer_provider", "meter_provider")}
+    check_objects({"registry": registry, **providers})
     telemetry = telemetry_factory(registry, **providers)
     if target is None:
         resolve_settings(given)  # fail now, not at the first create_engine()

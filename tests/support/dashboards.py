@@ -1,4 +1,5 @@
-"""Reading poolwatch's dashboards the way Grafana would, for the dashboard and end-to-end tests."""
+"""Reading poolwatch's dashboards the way Grafana would, for the dashboard and end-to-end tests,
+and checking them against Grafana's published dashboard schema (vendored in grafana_schema/)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ def queries(board: Mapping[str, Any]) -> list[Query]:
         for target in panel.get("targets", [])
     ]
     found += [
-        Query(board["title"], f"annotation: {a['name']}", "annotation", a["expr"])
+        Query(board["title"], f"annotation: {a['name']}", "annotation", a["target"]["expr"])
         for a in board["annotations"]["list"]
-        if "expr" in a
+        if "expr" in a.get("target", {})
     ]
     return found
 
@@ -75,5 +76,57 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
     merged = {**BUILTIN_VARIABLES, **values}
     for name in sorted(merged, key=len, reverse=True):  # $instance before $in...
         expr = expr.replace("${" + name + "}", merged[name]).replace("$" + name, merged[name])
-    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    # `$1` and the like are label_replace() references, which Grafana leaves alone too.
+    assert not re.search(r"\$\{?[A-Za-z_]", expr), f"unsubstituted variable in {expr}"
     return expr
+
+
+
+SCHEMA_FILE = Path(__file__).resolve().parent / "grafana_schema" / "dashboard-schema.json"
+# The schema models only Grafana's built-in annotation (its AnnotationQuery says of `target`:
+# "this should just be a normal query target"). Grafana's Prometheus data source keeps its
+# query in `target` and reads these formats beside it (packages/grafana-prometheus,
+# annotations.ts: prepareAnnotation moves a top-level expr/step into target; processEvents
+# reads titleFormat, textFormat, tagKeys, useValueForTime from the annotation itself).
+PROMETHEUS_ANNOTATION_FORMATS = {"titleFormat", "textFormat", "tagKeys", "useValueForTime"}
+PROMETHEUS_ANNOTATION_TARGET = {"refId", "expr", "interval"}
+
+
+def schema_errors(board: Mapping[str, Any]) -> list[str]:
+    """Where a dashboard breaks Grafana's published schema: the dashboard model, then each
+    panel's options and fieldConfig.defaults.custom against its plugin's own schema. A
+    Prometheus annotation is checked as the schema's AnnotationQuery plus its query and formats."""
+    from jsonschema import Draft7Validator
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    found: list[str] = []
+    annotations = []
+    for i, annotation in enumerate(board["annotations"]["list"]):
+        if annotation.get("datasource", {}).get("type") == "prometheus":
+            annotation = dict(annotation)
+            target = annotation.pop("target", None)
+            if not (isinstance(target, dict) and set(target) == PROMETHEUS_ANNOTATION_TARGET
+                    and all(isinstance(v, str) for v in target.values())):
+                found.append(f"annotations/list/{i}/target: not a Prometheus query: {target}")
+            for key in PROMETHEUS_ANNOTATION_FORMATS & set(annotation):
+                if not isinstance(annotation.pop(key), str | bool):
+                    found.append(f"annotations/list/{i}/{key}: not a string")
+        annotations.append(annotation)
+    board = {**board, "annotations": {**board["annotations"], "list": annotations}}
+    found += [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in Draft7Validator(schema["dashboard"]).iter_errors(board)]
+    for panel in panels(board):
+        if panel["type"] == "row":
+            continue
+        plugin = schema["panels"].get(panel["type"])
+        if plugin is None:
+            found.append(f"{panel['title']}: no schema for panel type {panel['type']}")
+            continue
+        parts = [("options", plugin["options"], panel.get("options", {}))]
+        if "custom" in plugin:
+            parts.append(("custom", plugin["custom"],
+                          panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})))
+        for part, part_schema, value in parts:
+            found += [f"{panel['title']} {part}/{'/'.join(map(str, e.absolute_path))}: "
+                      f"{e.message}" for e in Draft7Validator(part_schema).iter_errors(value)]
+    return found

@@ -48,7 +48,8 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 class ThrowawayCluster:
     """A PostgreSQL cluster of our own, for tests that stop, restart or kill the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings``: postgresql.conf lines of the test's own (``max_connections`` ...)."""
         self.dir = Path(tempfile.mkdtemp(prefix="poolwatch-pg-"))
         self.port = free_port()
         self.data = self.dir / "data"
@@ -73,6 +74,8 @@ class ThrowawayCluster:
                 f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
                 "max_connections = 50\nshared_buffers = 16MB\n"
             )
+            for key, value in (settings or {}).items():
+                f.write(f"{key} = {value}\n")
         self.start()
 
     @property

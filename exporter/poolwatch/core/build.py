@@ -32,9 +32,17 @@ __all__ = [
 
 
 def pure_python_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """``POOLWATCH_PURE_PYTHON``: a boolean; unset or empty means false."""
+    """``POOLWATCH_PURE_PYTHON``: a boolean; unset or empty means false. Read at import, where
+    raising would crash an application that never called ``instrument()``: a bad value is logged
+    and the default kept."""
     raw = environ.get("POOLWATCH_PURE_PYTHON", "")
-    return raw.strip() != "" and _parse_bool("pure_python", raw, "POOLWATCH_PURE_PYTHON")
+    if raw.strip() == "":
+        return False
+    try:
+        return _parse_bool("pure_python", raw, "POOLWATCH_PURE_PYTHON")
+    except ValueError as e:
+        logger.warning("%s; using the compiled hot path where it is installed", e)
+        return False
 
 
 def compiled_build() -> ModuleType | None:

@@ -7,20 +7,27 @@ accepts, so a typo fails at startup rather than silently turning monitoring off.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
+
+from poolwatch.core.catalog import CATALOG, POOL_LABEL
 
 __all__ = [
     "DEFAULT_OPERATION_BUCKETS",
     "DEFAULT_POOL_BUCKETS",
+    "OBJECT_SETTINGS",
     "Settings",
+    "check_objects",
     "otel_traces_configured",
     "resolve_settings",
     "tracing_enabled",
+    "with_bound",
 ]
 
 
@@ -36,21 +43,9 @@ DEFAULT_OPERATION_BUCKETS: Final[tuple[float, ...]] = (
 )  # fmt: skip
 
 _LABEL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+# Label names poolwatch itself puts on its series (the catalog's), and Prometheus's own.
 _RESERVED_LABELS = frozenset(
-    {
-        "db_client_connection_pool_name",
-        "db_client_connection_state",
-        "db_system_name",
-        "db_operation_name",
-        "db_query_summary",
-        "error_type",
-        "kind",
-        "reason",
-        "component",
-        "job",
-        "instance",
-        "le",
-    }
+    {POOL_LABEL, *(label for m in CATALOG for label in m.labels), "job", "instance", "le"}
 )
 
 
@@ -75,6 +70,11 @@ class Settings:
     tracing: bool | Literal["auto"] = "auto"
     wait_span_threshold: float = 0.001
     exemplars: bool = True
+    server_limits: bool = True
+    """Read the database server's connection limits on new connections (poolwatch_server_*)."""
+    application_name: bool | str = False
+    """Set the connection's ``application_name`` (PostgreSQL) where the application set none:
+    True for the pool's name, or a string."""
 
 
 # Settings that have an environment variable; ``name`` and ``labels`` too, so a container can
@@ -161,6 +161,30 @@ def _parse_str(setting: str, raw: object, source: str, *, optional: bool) -> str
     return raw.strip()
 
 
+# RFC 1123 host names: labels of letters, digits and hyphens, not starting or ending in one.
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*")
+
+
+def _parse_addr(setting: str, raw: object, source: str) -> str:
+    accepts = (
+        "accepts an IP address to listen on (0.0.0.0, 127.0.0.1, ::) or a host name, without a "
+        "scheme or a port"
+    )
+    if not isinstance(raw, str) or not raw.strip():
+        raise _fail(setting, raw, accepts, source)
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value.strip("[]")
+    except ValueError:
+        pass
+    # A dotted quad that is not an address (999.1.1.1) is not a host name either.
+    if _HOSTNAME.fullmatch(value) and not value.replace(".", "").isdigit():
+        return value
+    raise _fail(setting, raw, accepts, source)
+
+
 def _parse_labels(setting: str, raw: object, source: str) -> dict[str, str]:
     accepts = (
         "accepts a mapping of label names ([a-zA-Z_][a-zA-Z0-9_]*, not reserved) to string "
@@ -219,11 +243,30 @@ def _parse_buckets(setting: str, raw: object, source: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _parse_application_name(setting: str, raw: object, source: str) -> bool | str:
+    accepts = (
+        "accepts true (the pool's name), false, or a name of at most 63 printable ASCII "
+        "characters"
+    )
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("", "0", "false", "no", "off"):
+            return False
+        value = raw.strip()
+        if len(value) <= 63 and value.isascii() and value.isprintable():
+            return value
+    raise _fail(setting, raw, accepts, source)
+
+
 def _parse(setting: str, raw: object, source: str) -> Any:
     if setting == "name":
         return _parse_str(setting, raw, source, optional=True)
     if setting == "addr":
-        return _parse_str(setting, raw, source, optional=False)
+        return _parse_addr(setting, raw, source)
     if setting == "labels":
         return _parse_labels(setting, raw, source)
     if setting == "port":
@@ -244,7 +287,9 @@ def _parse(setting: str, raw: object, source: str) -> Any:
         except ValueError:
             accepts = "accepts auto or true/false (1/0, yes/no, on/off)"
             raise _fail(setting, raw, accepts, source) from None
-    if setting in ("leak_stacks", "statement_metrics", "prometheus", "exemplars"):
+    if setting == "application_name":
+        return _parse_application_name(setting, raw, source)
+    if setting in ("leak_stacks", "statement_metrics", "prometheus", "exemplars", "server_limits"):
         return _parse_bool(setting, raw, source)
     raise AssertionError(setting)  # pragma: no cover - every field is handled above
 
@@ -257,7 +302,10 @@ def resolve_settings(
     known = set(_ENV_SETTINGS)
     unknown = set(overrides) - known
     if unknown:
-        raise TypeError(f"poolwatch: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise TypeError(
+            f"poolwatch: unknown setting(s) {sorted(unknown)}; instrument() accepts "
+            f"{sorted(known | set(OBJECT_SETTINGS))}"
+        )
     values: dict[str, Any] = {}
     for setting in _ENV_SETTINGS:
         if setting in overrides:
@@ -267,6 +315,36 @@ def resolve_settings(
         if raw is not None:
             values[setting] = _parse(setting, raw, _env_name(setting))
     return Settings(**values)
+
+
+OBJECT_SETTINGS: Final = ("registry", "tracer_provider", "meter_provider")
+"""Keywords of ``instrument()`` that take objects (no environment variable)."""
+
+
+def check_objects(objects: Mapping[str, object]) -> None:
+    """``registry=`` a prometheus_client ``CollectorRegistry``; ``tracer_provider=`` an object with
+    ``get_tracer``; ``meter_provider=`` an object with ``get_meter`` (None: the default)."""
+    wants = {
+        "registry": ("register", "a prometheus_client CollectorRegistry"),
+        "tracer_provider": ("get_tracer", "an OpenTelemetry TracerProvider"),
+        "meter_provider": ("get_meter", "an OpenTelemetry MeterProvider"),
+    }
+    for setting, value in objects.items():
+        method, what = wants[setting]
+        if value is not None and not callable(getattr(value, method, None)):
+            raise TypeError(
+                f"poolwatch: invalid {setting}={value!r} ({type(value).__name__}); {setting} "
+                f"accepts {what} or None"
+            )
+
+
+def with_bound(bounds: Sequence[float], bound: float | None) -> tuple[float, ...]:
+    """``bounds`` with ``bound`` among them, in order, if it is a positive finite number: a pool's
+    wait-time buckets get its timeout, so that no quantile reads above it (a timed-out wait is
+    recorded as the timeout itself)."""
+    if bound is None or not 0 < bound < math.inf or bound in bounds:
+        return tuple(bounds)
+    return tuple(sorted((*bounds, float(bound))))
 
 
 def otel_traces_configured(environ: Mapping[str, str] | None = None) -> bool:

@@ -249,6 +249,8 @@ def checkin_wrapper(
         try:
             # Before the record is back in the pool, where another thread may take it.
             t0 = checked_out.pop(record, None)
+            if t0 is None:
+                state.returned_unknown(record)
             if state.has_orphans:
                 state.orphan_returned(record)
             if leaks is not None:

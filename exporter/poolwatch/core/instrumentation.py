@@ -11,6 +11,8 @@ no wrong series behind.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import threading
 import weakref
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 from poolwatch.core import lifecycle
 from poolwatch.core.config import Settings, resolve_settings
+from poolwatch.core.errors import logger
 from poolwatch.core.leaks import LeakDetector
 from poolwatch.core.lifecycle import defer, run_deferred
 from poolwatch.core.naming import NameRegistry
@@ -78,6 +81,10 @@ class Source(Protocol):
     def uninstall(self) -> None:
         """Remove exactly what :meth:`install` added; idempotent."""
 
+    def released(self) -> bool:
+        """Whether the application is done with the pool although it is still reachable (a
+        disposed engine not used since, a closed pool): its name may then be given to another."""
+
 
 _lock = threading.RLock()
 _names = NameRegistry()
@@ -102,8 +109,9 @@ class Instrumentation:
         self.automatic = automatic
         explicit = settings.name is not None
         wanted = settings.name if settings.name is not None else source.default_name()
-        self.name = _names.claim(_NAME_SCOPE, wanted, explicit=explicit)
         self._active = True
+        self.name = _claim(wanted, self._holds, explicit=explicit)
+        self._warned: set[str] = set()
         try:
             self.state = PoolState(self.name)
             self.state.limits = source.limits
@@ -118,7 +126,7 @@ class Instrumentation:
                 else None
             )
         except BaseException:
-            _names.release(_NAME_SCOPE, self.name)
+            _names.release(_NAME_SCOPE, self.name, self._holds)
             raise
         source.install(self)
         if self.leaks is not None:
@@ -130,6 +138,27 @@ class Instrumentation:
     @property
     def active(self) -> bool:
         return self._active
+
+    def _holds(self) -> bool:
+        """Whether this instrumentation still holds its name: its pool is alive, instrumented
+        and not disposed (see :meth:`Source.released`)."""
+        if not self._active or self.source.target() is None:
+            return False
+        return not self.source.released()
+
+    def warn_ignored(self, settings: Settings) -> None:
+        """A repeated ``instrument()`` returns this handle; say once which of its settings
+        differ from the ones in force (they are not applied: uninstrument first to change them)."""
+        for field in dataclasses.fields(Settings):
+            wanted, current = getattr(settings, field.name), getattr(self.settings, field.name)
+            if wanted != current and field.name not in self._warned:
+                self._warned.add(field.name)
+                logger.warning(
+                    "poolwatch: pool %r is already instrumented; %s=%r ignored, %s=%r stays in "
+                    "force (uninstrument() first to change it)",
+                    self.name, field.name, _shown(field.name, wanted), field.name,
+                    _shown(field.name, current),
+                )  # fmt: skip
 
     def uninstrument(self) -> None:
         """Remove every listener and wrapper this instrumentation added; idempotent."""
@@ -153,10 +182,36 @@ class Instrumentation:
         except Exception as e:
             self.state.errors.report("uninstrument", e)
         finally:
-            _names.release(_NAME_SCOPE, self.name)
+            _names.release(_NAME_SCOPE, self.name, self._holds)
 
     def __repr__(self) -> str:
         return f"<poolwatch.Instrumentation {self.name!r} active={self._active}>"
+
+
+def _claim(wanted: str, holds: Callable[[], bool], *, explicit: bool) -> str:
+    if not _names.free(_NAME_SCOPE, wanted):
+        # Its holder may be unreachable but not yet collected (SQLAlchemy engines sit in
+        # reference cycles until a garbage collection), or disposed: then the name is free.
+        gc.collect()
+        run_deferred()
+        holder = _holder_of(wanted)
+        if holder is not None and not holder._holds():
+            holder.uninstrument()
+    return _names.claim(_NAME_SCOPE, wanted, holds, explicit=explicit)
+
+
+def _holder_of(name: str) -> Instrumentation | None:
+    for inst in list(_instrumented.values()):
+        if inst.name == name:
+            return inst
+    return None
+
+
+def _shown(setting: str, value: object) -> object:
+    # Label values can be anything the user chose; their names are enough to say what differs.
+    if setting == "labels" and isinstance(value, dict):
+        return sorted(value)
+    return value
 
 
 def _release(inst: Instrumentation) -> None:
@@ -182,8 +237,12 @@ def instrument_source(
             if existing.automatic and not automatic:
                 # An explicit call refines what the automatic mode did (e.g. gives a name).
                 existing.uninstrument()
-            else:
-                return existing
+                inst = Instrumentation(make_source(), settings, telemetry, automatic=automatic)
+                inst.state.take_over(existing.state)
+                _instrumented[key] = inst
+                return inst
+            existing.warn_ignored(settings)
+            return existing
         inst = Instrumentation(make_source(), settings, telemetry, automatic=automatic)
         _instrumented[key] = inst
     return inst

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 __all__ = ["DEFAULT_PORTS", "NameRegistry", "db_system_name", "semconv_pool_name"]
 
@@ -45,21 +46,31 @@ def semconv_pool_name(
 
 
 class NameRegistry:
-    """Names in use in this process, per metrics registry.
+    """Names in use in this process, per metrics registry, each with its holder.
 
     An explicit ``name=`` that is taken is a configuration error. A derived name that is taken
     (two engines on one URL) gets a ``#2`` suffix instead of failing, because the engines may be
-    created by library code the application does not control.
+    created by library code the application does not control. A name whose holder no longer
+    holds it (``holds()`` false: its pool is gone or disposed) is free again.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._taken: set[tuple[int, str]] = set()
+        self._taken: dict[tuple[int, str], Callable[[], bool]] = {}
 
-    def claim(self, scope: int, name: str, *, explicit: bool) -> str:
+    def _free(self, key: tuple[int, str]) -> bool:
+        holds = self._taken.get(key)
+        return holds is None or not holds()
+
+    def free(self, scope: int, name: str) -> bool:
         with self._lock:
-            if (scope, name) not in self._taken:
-                self._taken.add((scope, name))
+            return self._free((scope, name))
+
+    def claim(self, scope: int, name: str, holds: Callable[[], bool], *, explicit: bool) -> str:
+        """Take ``name`` for a holder that keeps it while ``holds()`` is true."""
+        with self._lock:
+            if self._free((scope, name)):
+                self._taken[(scope, name)] = holds
                 return name
             if explicit:
                 raise ValueError(
@@ -68,12 +79,14 @@ class NameRegistry:
                     " and 'orders-replica')"
                 )
             n = 2
-            while (scope, f"{name}#{n}") in self._taken:
+            while not self._free((scope, f"{name}#{n}")):
                 n += 1
             unique = f"{name}#{n}"
-            self._taken.add((scope, unique))
+            self._taken[(scope, unique)] = holds
             return unique
 
-    def release(self, scope: int, name: str) -> None:
+    def release(self, scope: int, name: str, holds: Callable[[], bool] | None = None) -> None:
+        """Give ``name`` back (only if ``holds`` is still its holder, when given)."""
         with self._lock:
-            self._taken.discard((scope, name))
+            if holds is None or self._taken.get((scope, name)) is holds:
+                self._taken.pop((scope, name), None)

@@ -13,10 +13,13 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from poolwatch.core import lifecycle
 from poolwatch.core.errors import ErrorReporter
+
+if TYPE_CHECKING:
+    from poolwatch.core.server_probe import ServerLimits
 
 __all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
 
@@ -38,9 +41,17 @@ class PoolLimits:
     pre_ping: bool | None = None
     pool_size: int | None = None
     max_overflow: int | None = None
+    server_address: str | None = None
+    """The server as the pool addresses it (semconv ``server.address``, ``server.port``,
+    ``db.namespace``): the join key of the fleet rules."""
+    server_port: int | None = None
+    db_namespace: str | None = None
 
     # The labels of the poolwatch_pool_info series, in this order, as every backend exports them.
-    INFO_LABELS = ("pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping")
+    INFO_LABELS = (
+        "pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping",
+        "server_address", "server_port", "db_namespace",
+    )  # fmt: skip
 
     def info(self) -> dict[str, str]:
         """The configuration as info-series label values ("" where the pool has no such setting)."""
@@ -95,6 +106,28 @@ class PoolState:
         self._slots_lock = threading.Lock()
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
+        self.server_limits: ServerLimits | None = None
+        """The database server's connection limits as last read (:mod:`.server_probe`)."""
+        self.is_open: Callable[[Any], bool] = _always_open
+        """Whether a connection in ``live`` is really open, as the source can tell: a pool may
+        close one without an event (SQLAlchemy closes a connection whose ``connect`` listener
+        raised), and the gauges must follow the connection, not the event."""
+
+    def returned_unknown(self, record: Any) -> None:
+        """A connection checked out before ``instrument()`` came back: it is the pool's, idle
+        now if it is open (it was never seen opening)."""
+        if self.is_open(record):
+            self.live.add(record)
+
+    def take_over(self, other: PoolState) -> None:
+        """Continue the accounting of ``other``, the state of an instrumentation this one
+        replaces on the same pool (an explicit ``instrument()`` refining the automatic mode)."""
+        self.checked_out.update(other.checked_out)
+        for record in list(other.live):
+            self.live.add(record)
+        for record in list(other.orphans):
+            self.orphans.add(record)
+        self.has_orphans = bool(self.orphans)
 
     def new_waiting_slot(self) -> int:
         """A slot for a caller that found none free (its start is set by the caller)."""
@@ -146,7 +179,8 @@ class PoolState:
 
     def snapshot(self) -> PoolSnapshot:
         out = list(self.checked_out)
-        live = self.live
+        is_open = self.is_open
+        live = {r for r in list(self.live) if is_open(r)}
         used_open = sum(1 for r in out if r in live)
         waiting = [start for start in list(self.waiting_starts) if start != _NOT_WAITING]
         now = time.perf_counter()
@@ -158,6 +192,10 @@ class PoolState:
             leaked=len(self.leaked),
             limits=self.limits(),
         )
+
+
+def _always_open(record: Any) -> bool:
+    return True
 
 
 class PoolSet(Generic[T]):

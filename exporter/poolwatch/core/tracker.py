@@ -21,6 +21,7 @@ __all__ = [
     "NOTHING_PENDING",
     "NULL_TRACKER",
     "PENDING_LIMIT",
+    "BaseTracker",
     "CompositeTracker",
     "NullTracker",
     "PoolTracker",
@@ -117,8 +118,11 @@ def _ignore(_seconds: float) -> None:
     return None
 
 
-class NullTracker:
-    """Records nothing: used when a backend is off, so listeners need no ``if`` on the hot path."""
+class BaseTracker:
+    """A tracker that records nothing: the base of every backend's tracker (each overrides what
+    it records; batching, ``pending``/``drain``, is the one capability a backend adds only if it
+    defers values), and by itself the tracker of a pool with every backend off, so listeners need
+    no ``if`` on the hot path."""
 
     wait: Recorder = staticmethod(_ignore)
     use: Recorder = staticmethod(_ignore)
@@ -157,7 +161,8 @@ class NullTracker:
         pass
 
 
-NULL_TRACKER: PoolTracker = NullTracker()
+NullTracker = BaseTracker
+NULL_TRACKER: PoolTracker = BaseTracker()
 _IGNORED = immediate(_ignore)
 
 

@@ -80,7 +80,7 @@ class FastReader:
             i = self._ids[text] = len(self._keys) - 1
         return i
 
-    def _read(self, name: str) -> "tuple[_File, memoryview[float]] | None":
+    def _read(self, name: str) -> tuple[_File, memoryview[float]] | None:
         path = os.path.join(self.path, name)
         try:
             with open(path, "rb") as f:

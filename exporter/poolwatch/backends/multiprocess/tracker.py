@@ -9,10 +9,11 @@ bucket increment when compiled), never into a file. The process's sampler
 (timeouts, connection errors, invalidations, leaks) are written when they happen. Values are
 absolute per process (a child starts from zero after ``fork()``), so a repeated flush is harmless.
 
-How each series aggregates across processes is prometheus_client's multiprocess mode of its
-gauge: ``livesum`` for what adds up (connections used and idle, callers waiting, the limits,
-leaked connections), ``livemax`` for the longest current wait and the info series; counters and
-histograms are summed over every process that ever ran, the dead ones' from the archive.
+The metrics are the catalog's (:mod:`poolwatch.core.catalog`), each aggregated across processes as
+its ``aggregation`` says, in prometheus_client's multiprocess modes: ``livesum`` for what adds up
+(connections used and idle, callers waiting, the limits, leaked connections), ``livemax`` for the
+longest current wait, the server's limit and the info series; counters and histograms are summed
+over every process that ever ran, the dead ones' from the archive.
 """
 
 from __future__ import annotations
@@ -24,86 +25,27 @@ from typing import Any
 from poolwatch.backends.multiprocess.files import directory, sweep, value_class
 from poolwatch.backends.prometheus.histogram import Histogram, floatToGoString
 from poolwatch.core import lifecycle
+from poolwatch.core.catalog import CATALOG, POOL_LABEL, Metric
+from poolwatch.core.config import with_bound
 from poolwatch.core.errors import logger
 from poolwatch.core.sampler import Job, sampler
-from poolwatch.core.state import PoolLimits, PoolState
-from poolwatch.core.tracker import Recorder, Sink
+from poolwatch.core.state import PoolState
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink
 
 __all__ = ["FLUSH_INTERVAL", "MultiprocessTracker", "enabled"]
 
-POOL_LABEL = "db_client_connection_pool_name"
-STATE_LABEL = "db_client_connection_state"
 FLUSH_INTERVAL = 1.0
 """Seconds between two writes of a process's gauges and buckets."""
 SWEEP_EVERY = 5
 """Flushes between two sweeps of dead processes' files by each live process (a safety net for
 servers that have no hook when a worker dies; poolwatch's collector sweeps at every scrape)."""
 
-# (name, help, multiprocess mode). The gauges of PoolStateCollector, as prometheus_client's
-# multiprocess mode aggregates them.
-_GAUGES: dict[str, tuple[str, str]] = {
-    "db_client_connection_count": (
-        "Connections open now, by state (used = checked out, idle = open in the pool).",
-        "livesum",
-    ),
-    "db_client_connection_max": (
-        "Most connections the pool may open (QueuePool: pool_size + max_overflow).",
-        "livesum",
-    ),
-    "db_client_connection_idle_max": (
-        "Most idle connections the pool keeps (QueuePool: pool_size).",
-        "livesum",
-    ),
-    "db_client_connection_idle_min": (
-        "Fewest idle connections the pool keeps (psycopg_pool: min_size).",
-        "livesum",
-    ),
-    "db_client_connection_pending_requests": (
-        "Callers waiting for a connection right now.",
-        "livesum",
-    ),
-    "poolwatch_connection_wait_longest_seconds": (
-        "How long the caller that has waited longest so far has been waiting (0 if none).",
-        "livemax",
-    ),
-    "poolwatch_connections_leaked": (
-        "Connections checked out for longer than the leak threshold right now.",
-        "livesum",
-    ),
-    "poolwatch_pool_info": ("The pool's configuration (value is always 1).", "livemax"),
-}
-_COUNTERS: dict[str, str] = {
-    "db_client_connection_timeouts": (
-        "Checkouts that gave up waiting for a connection (the pool raised its timeout error)."
-    ),
-    "poolwatch_connection_errors": (
-        "Checkouts that failed with an error other than a timeout, usually because the "
-        "database refused or dropped new connections."
-    ),
-    "poolwatch_connection_invalidations": (
-        "Connections invalidated, by kind (hard, soft, pre_ping) and reason (exception type)."
-    ),
-    "poolwatch_connection_leaks": "Connections seen held longer than the leak threshold.",
-    "poolwatch_query_summaries_folded": (
-        'Statements counted under db_query_summary="other" because the cap was reached.'
-    ),
-    "poolwatch_instrumentation_errors": (
-        "Errors inside poolwatch itself, by component; the application was not affected."
-    ),
-}
-_HISTOGRAMS: dict[str, str] = {
-    "db_client_connection_wait_time_seconds": (
-        "Time from asking the pool for a connection to getting one (or timing out)."
-    ),
-    "db_client_connection_use_time_seconds": (
-        "Time a connection was held, from checkout to checkin."
-    ),
-    "db_client_connection_create_time_seconds": (
-        "Time to open a new DBAPI connection (including the dialect's on-connect set-up)."
-    ),
-    "db_client_operation_duration_seconds": "Duration of statement executions.",
-}
-_OPERATION_LABELS = ("db_system_name", "db_operation_name", "db_query_summary", "error_type")
+# Each metric of the catalog as prometheus_client's multiprocess mode aggregates it: gauges of
+# live processes summed or their maximum (``aggregation``); counters and histograms summed.
+_MODE = {"sum": "livesum", "max": "livemax"}
+_OBSERVED = tuple(m for m in CATALOG if m.observe is not None)
+_HISTOGRAMS = {m.key: m for m in CATALOG if m.kind == "histogram"}
+_COUNTERS = {m.key: m for m in CATALOG if m.kind == "counter" and m.observe is None}
 
 
 def enabled() -> bool:
@@ -150,16 +92,16 @@ _values = _Values()
 class _Histogram(Histogram):
     """A histogram flushed into the files; children remember what they last wrote."""
 
-    def __init__(self, name: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
-        super().__init__(name, _HISTOGRAMS[name], labelnames, buckets)
+    def __init__(self, metric: Metric, base: Sequence[str], buckets: Sequence[float]) -> None:
+        super().__init__(metric.prometheus, metric.help, (*base, *metric.labels), buckets)
         # label values -> the count last written
         self.flushed: dict[tuple[str, ...], int] = {}
 
     def flush(self) -> None:
         metric = self.name
         bucket_names = (*self.labelnames, "le")
-        les = [*(_go(b) for b in self.bounds), "+Inf"]
         for child in self.children():
+            les = [*(floatToGoString(b) for b in child.bounds), "+Inf"]
             counts, total, _exemplars = child.snapshot()  # cumulative
             n = counts[-1]
             if self.flushed.get(child.label_values) == n:
@@ -180,10 +122,6 @@ class _Histogram(Histogram):
         for child in self.children():
             child.forget_counts()
         self.flushed = {}
-
-
-def _go(bound: float) -> str:
-    return floatToGoString(bound)
 
 
 class _Pools:
@@ -232,7 +170,7 @@ _pools = _Pools()
 lifecycle.after_fork_in_child(_pools.after_fork)
 
 
-class MultiprocessTracker:
+class MultiprocessTracker(BaseTracker):
     """One pool's series in this process's multiprocess files."""
 
     def __init__(
@@ -248,26 +186,28 @@ class MultiprocessTracker:
         extra = sorted(labels)
         self._names = (POOL_LABEL, *extra)
         self._values = (state.name, *(labels[k] for k in extra))
-        names = self._names
-        self._wait_h = _Histogram("db_client_connection_wait_time_seconds", names, pool_buckets)
-        self._use_h = _Histogram("db_client_connection_use_time_seconds", names, pool_buckets)
-        self._create_h = _Histogram(
-            "db_client_connection_create_time_seconds", names, pool_buckets
+        buckets = {"pool": pool_buckets, "operation": operation_buckets}
+        h = {key: _Histogram(m, self._names, buckets[m.buckets or "pool"])
+             for key, m in _HISTOGRAMS.items()}  # fmt: skip
+        self._histograms = tuple(h.values())
+        self._operations = h["operation_duration"]
+        # As the single-process backend: a timed-out wait is recorded as the pool's timeout, a
+        # bound of its own.
+        self._wait = h["wait_time"].labels(
+            *self._values, bounds=with_bound(pool_buckets, state.limits().timeout)
         )
-        self._operations = _Histogram(
-            "db_client_operation_duration_seconds", (*names, *_OPERATION_LABELS),
-            operation_buckets,
-        )  # fmt: skip
-        self._histograms = (self._wait_h, self._use_h, self._create_h, self._operations)
-        self._wait = self._wait_h.labels(*self._values)
-        self._use = self._use_h.labels(*self._values)
-        self._create = self._create_h.labels(*self._values)
+        self._use = h["use_time"].labels(*self._values)
+        self._create = h["create_time"].labels(*self._values)
         # The hot path: the same recorders as the single-process backend.
         self.wait: Recorder = self._wait.record
         self.use: Recorder = self._use.record
         self.pending: Callable[[], int] = self._wait.pending
         self._closed = False
-        self._written: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+        self._written: set[tuple[Metric, tuple[str, ...]]] = set()
+        # Exported at 0 from the start, as the single-process backend does: increase() and the
+        # alert rules need the series before the first timeout or leak.
+        for key in ("timeouts", "leaks", "summaries_folded"):
+            self._counter(key)
         _pools.add(self)
         sampler.wake()
 
@@ -275,24 +215,28 @@ class MultiprocessTracker:
         self._wait.drain()
         self._use.drain()
 
-    def _inc(self, metric: str, extra_names: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
-        _values.get("counter", metric, metric + "_total", (*self._names, *extra_names),
-                    (*self._values, *extra), _COUNTERS[metric]).inc(1)  # fmt: skip
+    def _counter(self, key: str, *extra: str) -> Any:
+        m = _COUNTERS[key]
+        return _values.get("counter", m.prometheus, m.prometheus + "_total",
+                           (*self._names, *m.labels), (*self._values, *extra), m.help)  # fmt: skip
+
+    def _inc(self, key: str, *extra: str) -> None:
+        self._counter(key, *extra).inc(1)
 
     def created(self, seconds: float) -> None:
         self._create.observe(seconds)
 
     def timed_out(self) -> None:
-        self._inc("db_client_connection_timeouts")
+        self._inc("timeouts")
 
     def connection_error(self, error_type: str) -> None:
-        self._inc("poolwatch_connection_errors", ("error_type",), (error_type,))
+        self._inc("connection_errors", error_type)
 
     def invalidated(self, kind: str, reason: str) -> None:
-        self._inc("poolwatch_connection_invalidations", ("kind", "reason"), (kind, reason))
+        self._inc("invalidations", kind, reason)
 
     def leak_detected(self) -> None:
-        self._inc("poolwatch_connection_leaks")
+        self._inc("leaks")
 
     def statement(self, operation: str, summary: str) -> Sink:
         return self._operations.labels(*self._values, self._db_system, operation, summary, "")
@@ -305,14 +249,17 @@ class MultiprocessTracker:
         ).observe(seconds)
 
     def summary_folded(self) -> None:
-        self._inc("poolwatch_query_summaries_folded")
+        self._inc("summaries_folded")
 
-    def _gauge(self, metric: str, value: float, extra_names: Sequence[str] = (),
-               extra: Sequence[str] = ()) -> None:  # fmt: skip
-        help_text, mode = _GAUGES[metric]
-        self._written.add((metric, tuple(extra_names), tuple(extra)))
-        _values.get("gauge", metric, metric, (*self._names, *extra_names),
-                    (*self._values, *extra), help_text, mode).set(value)  # fmt: skip
+    def _write(self, m: Metric, labels: tuple[str, ...], value: float) -> None:
+        if m.kind == "counter":  # counted in the pool's state (poolwatch's own errors)
+            value_of = _values.get("counter", m.prometheus, m.prometheus + "_total",
+                                   (*self._names, *m.labels), (*self._values, *labels), m.help)
+        else:
+            self._written.add((m, labels))
+            value_of = _values.get("gauge", m.prometheus, m.prometheus, (*self._names, *m.labels),
+                                   (*self._values, *labels), m.help, _MODE[m.aggregation])
+        value_of.set(value)  # fmt: skip
 
     def flush(self) -> None:
         """Write this pool's gauges and changed buckets (the sampler's job, and at exit)."""
@@ -321,26 +268,12 @@ class MultiprocessTracker:
         state = self._state
         try:
             snap = state.snapshot()
+            for m in _OBSERVED:
+                assert m.observe is not None
+                for labels, value in m.observe(state, snap):
+                    self._write(m, labels, value)
         except Exception as e:
             state.errors.report("collect", e)
-        else:
-            lim = snap.limits
-            self._gauge("db_client_connection_count", snap.used, (STATE_LABEL,), ("used",))
-            self._gauge("db_client_connection_count", snap.idle, (STATE_LABEL,), ("idle",))
-            for metric, limit in (("db_client_connection_max", lim.max),
-                                  ("db_client_connection_idle_max", lim.idle_max),
-                                  ("db_client_connection_idle_min", lim.idle_min)):  # fmt: skip
-                if limit is not None:
-                    self._gauge(metric, limit)
-            self._gauge("db_client_connection_pending_requests", snap.pending)
-            self._gauge("poolwatch_connection_wait_longest_seconds", snap.longest_wait)
-            self._gauge("poolwatch_connections_leaked", snap.leaked)
-            self._gauge("poolwatch_pool_info", 1, PoolLimits.INFO_LABELS,
-                        tuple(lim.info().values()))  # fmt: skip
-        for component, n in list(state.errors.counts.items()):
-            metric = "poolwatch_instrumentation_errors"
-            _values.get("counter", metric, metric + "_total", (*self._names, "component"),
-                        (*self._values, component), _COUNTERS[metric]).set(n)  # fmt: skip
         for h in self._histograms:
             try:
                 h.flush()
@@ -358,7 +291,7 @@ class MultiprocessTracker:
         self.flush()
         self._closed = True
         _pools.remove(self)
-        for metric, extra_names, extra in list(self._written):
-            self._gauge(metric, 0, extra_names, extra)
+        for m, labels in list(self._written):
+            self._write(m, labels, 0)
 
 

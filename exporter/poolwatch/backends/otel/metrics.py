@@ -23,76 +23,22 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from poolwatch.core import lifecycle
-from poolwatch.core.config import Settings
+from poolwatch.core.catalog import CATALOG, Metric
+from poolwatch.core.config import Settings, with_bound
 from poolwatch.core.errors import logger
 from poolwatch.core.lifecycle import run_deferred
-from poolwatch.core.state import PoolSet, PoolSnapshot, PoolState
-from poolwatch.core.tracker import NOTHING_PENDING, Recorder, Sink, immediate
+from poolwatch.core.state import PoolSet, PoolState
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.core.version import __version__
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
 
 POOL = "db.client.connection.pool.name"
-STATE = "db.client.connection.state"
 ERROR_TYPE = "error.type"
 METER_NAME = "poolwatch"
 
-# OpenTelemetry name -> (kind, unit). The units give the Prometheus suffixes: "s" -> _seconds,
-# "{...}" annotations -> nothing; monotonic sums get _total.
-INSTRUMENTS: Mapping[str, tuple[str, str]] = {
-    "db.client.connection.count": ("observable_up_down_counter", "{connection}"),
-    "db.client.connection.max": ("observable_up_down_counter", "{connection}"),
-    "db.client.connection.idle.max": ("observable_up_down_counter", "{connection}"),
-    "db.client.connection.idle.min": ("observable_up_down_counter", "{connection}"),
-    "db.client.connection.pending_requests": ("observable_up_down_counter", "{request}"),
-    "db.client.connection.timeouts": ("counter", "{timeout}"),
-    "db.client.connection.wait_time": ("histogram", "s"),
-    "db.client.connection.use_time": ("histogram", "s"),
-    "db.client.connection.create_time": ("histogram", "s"),
-    "db.client.operation.duration": ("histogram", "s"),
-    "poolwatch.connection.errors": ("counter", "{error}"),
-    "poolwatch.connection.invalidations": ("counter", "{invalidation}"),
-    "poolwatch.connection.leaks": ("counter", "{leak}"),
-    "poolwatch.query_summaries.folded": ("counter", "{statement}"),
-    "poolwatch.connection.wait_longest": ("observable_gauge", "s"),
-    "poolwatch.connections.leaked": ("observable_up_down_counter", "{connection}"),
-    "poolwatch.pool.info": ("observable_gauge", ""),
-    "poolwatch.instrumentation.errors": ("observable_counter", "{error}"),
-}
-
-_DESCRIPTIONS: Mapping[str, str] = {
-    "db.client.connection.count": "Connections open now, by state (used = checked out, idle = "
-    "open in the pool).",
-    "db.client.connection.max": "Most connections the pool may open (QueuePool: pool_size + "
-    "max_overflow).",
-    "db.client.connection.idle.max": "Most idle connections the pool keeps (QueuePool: pool_size).",
-    "db.client.connection.idle.min": "Fewest idle connections the pool keeps (psycopg_pool: "
-    "min_size).",
-    "db.client.connection.pending_requests": "Callers waiting for a connection right now.",
-    "db.client.connection.timeouts": "Checkouts that gave up waiting for a connection (the pool "
-    "raised its timeout error).",
-    "db.client.connection.wait_time": "Time from asking the pool for a connection to getting "
-    "one (or timing out).",
-    "db.client.connection.use_time": "Time a connection was held, from checkout to checkin.",
-    "db.client.connection.create_time": "Time to open a new DBAPI connection (including the "
-    "dialect's on-connect set-up).",
-    "db.client.operation.duration": "Duration of statement executions.",
-    "poolwatch.connection.errors": "Checkouts that failed with an error other than a timeout, "
-    "usually because the database refused or dropped new connections.",
-    "poolwatch.connection.invalidations": "Connections invalidated, by kind (hard, soft, "
-    "pre_ping) and reason (exception type).",
-    "poolwatch.connection.leaks": "Connections seen held longer than the leak threshold.",
-    "poolwatch.query_summaries.folded": 'Statements counted under db_query_summary="other" '
-    "because the cap was reached.",
-    "poolwatch.connection.wait_longest": "How long the caller that has waited longest so far has "
-    "been waiting (0 if none).",
-    "poolwatch.connections.leaked": "Connections checked out for longer than the leak threshold "
-    "right now.",
-    "poolwatch.pool.info": "The pool's configuration (value is always 1).",
-    "poolwatch.instrumentation.errors": "Errors inside poolwatch itself, by component; the "
-    "application was not affected.",
-}
-
+# The catalog's metrics by OpenTelemetry name.
+INSTRUMENTS: Mapping[str, Metric] = {m.otel: m for m in CATALOG}
 
 
 class OTelMetrics:
@@ -106,97 +52,67 @@ class OTelMetrics:
         meter_provider: MeterProvider,
         pool_buckets: Sequence[float],
         operation_buckets: Sequence[float],
+        timeout: float | None = None,
     ) -> None:
         self.pools: PoolSet[dict[str, Any]] = PoolSet()
         meter = meter_provider.get_meter(METER_NAME, __version__)
 
-        def unit(name: str) -> str:
-            return INSTRUMENTS[name][1]
+        buckets = {"pool": pool_buckets, "operation": operation_buckets}
+        self.instrument: dict[str, Any] = {}
+        for m in CATALOG:
+            if m.otel_instrument == "histogram":
+                bounds = buckets[m.buckets or "pool"]
+                if m.key == "wait_time":
+                    # Bucket advice is per instrument, not per pool: the first pool's timeout
+                    # (the Prometheus backend gives every pool its own).
+                    bounds = with_bound(bounds, timeout)
+                self.instrument[m.key] = meter.create_histogram(
+                    m.otel, unit=m.unit, description=m.help,
+                    explicit_bucket_boundaries_advisory=list(bounds),
+                )  # fmt: skip
+            elif m.otel_instrument == "counter":
+                self.instrument[m.key] = meter.create_counter(
+                    m.otel, unit=m.unit, description=m.help
+                )
+            else:
+                create = getattr(meter, "create_" + m.otel_instrument)
+                create(
+                    m.otel, callbacks=[self._callback(m)], unit=m.unit, description=m.help
+                )
 
-        def histogram(name: str, buckets: Sequence[float]) -> Any:
-            return meter.create_histogram(
-                name, unit=unit(name), description=_DESCRIPTIONS[name],
-                explicit_bucket_boundaries_advisory=list(buckets),
-            )  # fmt: skip
+    def _callback(self, metric: Metric) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        observe = metric.observe
+        assert observe is not None
+        names = [_attribute(label) for label in metric.labels]
 
-        def counter(name: str) -> Any:
-            return meter.create_counter(name, unit=unit(name), description=_DESCRIPTIONS[name])
-
-        self.wait_time = histogram("db.client.connection.wait_time", pool_buckets)
-        self.use_time = histogram("db.client.connection.use_time", pool_buckets)
-        self.create_time = histogram("db.client.connection.create_time", pool_buckets)
-        self.operation_duration = histogram("db.client.operation.duration", operation_buckets)
-        self.timeouts = counter("db.client.connection.timeouts")
-        self.connection_errors = counter("poolwatch.connection.errors")
-        self.invalidations = counter("poolwatch.connection.invalidations")
-        self.leaks = counter("poolwatch.connection.leaks")
-        self.summaries_folded = counter("poolwatch.query_summaries.folded")
-
-        observers: dict[str, Callable[[PoolSnapshot, dict[str, Any]], Iterable[Observation]]] = {
-            "db.client.connection.count": _count,
-            "db.client.connection.max": _limit("max"),
-            "db.client.connection.idle.max": _limit("idle_max"),
-            "db.client.connection.idle.min": _limit("idle_min"),
-            "db.client.connection.pending_requests": lambda s, a: [Observation(s.pending, a)],
-            "poolwatch.connection.wait_longest": lambda s, a: [Observation(s.longest_wait, a)],
-            "poolwatch.connections.leaked": lambda s, a: [Observation(s.leaked, a)],
-            "poolwatch.pool.info": _info,
-        }
-        for name, observe in observers.items():
-            create = getattr(meter, "create_" + INSTRUMENTS[name][0])
-            create(
-                name, callbacks=[self._callback(observe)], unit=unit(name),
-                description=_DESCRIPTIONS[name],
-            )  # fmt: skip
-        meter.create_observable_counter(
-            "poolwatch.instrumentation.errors",
-            callbacks=[self._errors],
-            unit=unit("poolwatch.instrumentation.errors"),
-            description=_DESCRIPTIONS["poolwatch.instrumentation.errors"],
-        )
-
-
-    def _callback(
-        self, observe: Callable[[PoolSnapshot, dict[str, Any]], Iterable[Observation]]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(_options: CallbackOptions) -> Iterable[Observation]:
             run_deferred()  # an export is a safe point to drop collected engines (lifecycle.py)
             out: list[Observation] = []
             for state, attributes in self.pools.items():
                 try:
-                    out.extend(observe(state.snapshot(), attributes))
+                    for values, value in observe(state, state.snapshot()):
+                        labelled = dict(zip(names, values, strict=True))
+                        out.append(Observation(value, {**attributes, **labelled}))
                 except Exception as e:  # a broken pool must not break the export
                     state.errors.report("collect", e)
             return out
 
         return callback
 
-    def _errors(self, _options: CallbackOptions) -> Iterable[Observation]:
-        out: list[Observation] = []
-        for state, attributes in self.pools.items():
-            for component, n in list(state.errors.counts.items()):
-                out.append(Observation(n, {**attributes, "component": component}))
-        return out
+
+def _attribute(label: str) -> str:
+    """The semantic conventions' attribute for a Prometheus label; poolwatch's own labels keep
+    their Prometheus names."""
+    return _ATTRIBUTES.get(label, label)
 
 
-def _count(snap: PoolSnapshot, attributes: dict[str, Any]) -> list[Observation]:
-    # One snapshot for both states, so used + idle is the pool's open connections.
-    return [
-        Observation(snap.used, {**attributes, STATE: "used"}),
-        Observation(snap.idle, {**attributes, STATE: "idle"}),
-    ]
-
-
-def _limit(field: str) -> Callable[[PoolSnapshot, dict[str, Any]], list[Observation]]:
-    def observe(snap: PoolSnapshot, attributes: dict[str, Any]) -> list[Observation]:
-        value = getattr(snap.limits, field)
-        return [] if value is None else [Observation(value, attributes)]  # absent when unbounded
-
-    return observe
-
-
-def _info(snap: PoolSnapshot, attributes: dict[str, Any]) -> list[Observation]:
-    return [Observation(1, {**attributes, **snap.limits.info()})]
+_ATTRIBUTES = {
+    "db_client_connection_state": "db.client.connection.state",
+    "db_system_name": "db.system.name",
+    "db_operation_name": "db.operation.name",
+    "db_query_summary": "db.query.summary",
+    "error_type": "error.type",
+}
 
 
 _metrics_lock = threading.Lock()
@@ -207,16 +123,17 @@ def otel_metrics_for(
     meter_provider: MeterProvider,
     pool_buckets: Sequence[float],
     operation_buckets: Sequence[float],
+    timeout: float | None = None,
 ) -> OTelMetrics:
     with _metrics_lock:
         existing = _by_provider.get(meter_provider)
         if existing is None:
-            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets)
+            existing = OTelMetrics(meter_provider, pool_buckets, operation_buckets, timeout)
             _by_provider[meter_provider] = existing
         return existing
 
 
-class OTelTracker:
+class OTelTracker(BaseTracker):
     """One pool's view of an :class:`OTelMetrics`: attributes resolved once per series.
 
     OpenTelemetry cannot delete a series: after ``close()`` the gauges stop reporting the pool,
@@ -232,41 +149,42 @@ class OTelTracker:
         db_system: str,
         settings: Settings,
     ) -> None:
-        m = otel_metrics_for(meter_provider, settings.pool_buckets, settings.operation_buckets)
+        m = otel_metrics_for(
+            meter_provider,
+            settings.pool_buckets,
+            settings.operation_buckets,
+            state.limits().timeout,
+        )
         self._m = m
         self._state = state
         self._db_system = db_system
         # Never mutated after this point: the SDK keeps a reference to the attributes it sees.
         attrs: dict[str, Any] = {POOL: state.name, **labels}
         self._attrs = attrs
-        self.wait: Recorder = partial(m.wait_time.record, attributes=attrs)
-        self.use: Recorder = partial(m.use_time.record, attributes=attrs)
-        self.pending = NOTHING_PENDING  # the SDK aggregates each value as it is recorded
-        self._create: Recorder = partial(m.create_time.record, attributes=attrs)
+        self.wait: Recorder = partial(m.instrument["wait_time"].record, attributes=attrs)
+        self.use: Recorder = partial(m.instrument["use_time"].record, attributes=attrs)
+        self._create: Recorder = partial(m.instrument["create_time"].record, attributes=attrs)
         # Start these counters at 0, as the Prometheus backend does: increase() and alert rules
         # need the series before the first timeout or leak.
-        for counter in (m.timeouts, m.leaks, m.summaries_folded):
-            counter.add(0, attrs)
+        for key in ("timeouts", "leaks", "summaries_folded"):
+            m.instrument[key].add(0, attrs)
         m.pools.add(state, attrs)
         _trackers.add(self)
-
-    def drain(self) -> None:
-        pass
 
     def created(self, seconds: float) -> None:
         self._create(seconds)
 
     def timed_out(self) -> None:
-        self._m.timeouts.add(1, self._attrs)
+        self._m.instrument["timeouts"].add(1, self._attrs)
 
     def connection_error(self, error_type: str) -> None:
-        self._m.connection_errors.add(1, {**self._attrs, ERROR_TYPE: error_type})
+        self._m.instrument["connection_errors"].add(1, {**self._attrs, ERROR_TYPE: error_type})
 
     def invalidated(self, kind: str, reason: str) -> None:
-        self._m.invalidations.add(1, {**self._attrs, "kind": kind, "reason": reason})
+        self._m.instrument["invalidations"].add(1, {**self._attrs, "kind": kind, "reason": reason})
 
     def leak_detected(self) -> None:
-        self._m.leaks.add(1, self._attrs)
+        self._m.instrument["leaks"].add(1, self._attrs)
 
     def _statement_attrs(self, operation: str, summary: str) -> dict[str, Any]:
         attrs: dict[str, Any] = {**self._attrs, "db.system.name": self._db_system}
@@ -278,7 +196,7 @@ class OTelTracker:
     def statement(self, operation: str, summary: str) -> Sink:
         return immediate(
             partial(
-                self._m.operation_duration.record,
+                self._m.instrument["operation_duration"].record,
                 attributes=self._statement_attrs(operation, summary),
             )
         )
@@ -288,10 +206,10 @@ class OTelTracker:
     ) -> None:
         attrs = self._statement_attrs(operation, summary)
         attrs[ERROR_TYPE] = error_type
-        self._m.operation_duration.record(seconds, attrs)
+        self._m.instrument["operation_duration"].record(seconds, attrs)
 
     def summary_folded(self) -> None:
-        self._m.summaries_folded.add(1, self._attrs)
+        self._m.instrument["summaries_folded"].add(1, self._attrs)
 
     def close(self) -> None:
         self._m.pools.remove(self._state)

@@ -74,16 +74,22 @@ class HistogramChild:
         "label_values", "lines", "pending", "record",
     )  # fmt: skip
 
-    def __init__(self, family: Histogram, label_values: tuple[str, ...]) -> None:
-        self._bounds = family.bounds
-        self._counts = [0] * (len(family.bounds) + 1)
+    def __init__(
+        self,
+        family: Histogram,
+        label_values: tuple[str, ...],
+        bounds: tuple[float, ...] | None = None,
+    ) -> None:
+        bounds = family.bounds if bounds is None else bounds
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
         self._sum = 0.0
         self._lock = threading.Lock()
         self._exemplars: dict[int, _Exemplar] = {}
         self._pending: deque[float] = deque()
         self._baseline: tuple[list[int], float] | None = None
         counter = wrappers.Buckets  # read per child, so a test can choose the build
-        self._cells = None if counter is None else counter(family.bounds)
+        self._cells = None if counter is None else counter(bounds)
         self.record: Callable[[float], None]
         """The hot-path recorder: counts the value (compiled) or queues it for :meth:`drain`."""
         self.pending: Callable[[], int]
@@ -99,11 +105,15 @@ class HistogramChild:
         self.lines = (
             tuple(
                 f'{family.name}_bucket{{{labels}{sep}le="{le}"}} '
-                for le in [*(floatToGoString(b) for b in family.bounds), "+Inf"]
+                for le in [*(floatToGoString(b) for b in bounds), "+Inf"]
             ),
             f"{family.name}_count{{{labels}}} " if labels else f"{family.name}_count ",
             f"{family.name}_sum{{{labels}}} " if labels else f"{family.name}_sum ",
         )
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return self._bounds
 
     def observe(self, amount: float, exemplar: Mapping[str, str] | None = None) -> None:
         i = bisect_left(self._bounds, amount)
@@ -192,13 +202,16 @@ class Histogram:
         self._children: dict[tuple[str, ...], HistogramChild] = {}
         self._lock = threading.Lock()
 
-    def labels(self, *values: str) -> HistogramChild:
+    def labels(self, *values: str, bounds: Sequence[float] | None = None) -> HistogramChild:
+        """The child of ``values``; a new child gets ``bounds`` instead of the family's (a pool's
+        wait time gets its own timeout as a bound, see the Prometheus tracker)."""
         child = self._children.get(values)
         if child is None:
             with self._lock:
                 child = self._children.get(values)
                 if child is None:
-                    child = HistogramChild(self, values)
+                    own = None if bounds is None else tuple(float(b) for b in bounds)
+                    child = HistogramChild(self, values, own)
                     self._children[values] = child
         return child
 
@@ -222,8 +235,8 @@ class Histogram:
         family = HistogramMetricFamily(
             self.name, self.documentation, labels=self.labelnames, unit=self.unit
         )
-        bounds = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
         for child in self.children():
+            bounds = [*(floatToGoString(b) for b in child.bounds), "+Inf"]
             counts, total, exemplars = child.snapshot()
             buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
             for i, (le, n) in enumerate(zip(bounds, counts, strict=True)):

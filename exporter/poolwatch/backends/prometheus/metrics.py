@@ -21,20 +21,21 @@ from prometheus_client.registry import Collector
 
 from poolwatch.backends.prometheus.histogram import Histogram, HistogramChild, HistogramCollector
 from poolwatch.core import lifecycle
+from poolwatch.core.catalog import CATALOG, POOL_LABEL
+from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
-from poolwatch.core.state import PoolLimits, PoolSet, PoolState
-from poolwatch.core.tracker import Recorder, Sink, immediate
+from poolwatch.core.state import PoolSet, PoolState
+from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
-POOL_LABEL = "db_client_connection_pool_name"
-STATE_LABEL = "db_client_connection_state"
 
 Exemplar = Callable[[], "dict[str, str] | None"]
 
 
 class PrometheusMetrics:
-    """The metric objects of one registry, shared by every pool instrumented into it.
+    """The metric objects of one registry, shared by every pool instrumented into it, made from
+    :data:`poolwatch.core.catalog.CATALOG`.
 
     Label names are fixed when the first pool is instrumented into a registry: later pools may
     leave a user label out (it is exported empty, which Prometheus treats as absent) but may not
@@ -54,57 +55,21 @@ class PrometheusMetrics:
         self.operation_buckets = tuple(operation_buckets)
         base = (POOL_LABEL, *self.extra_labels)
         self.base_labels = base
-        self.wait_time = Histogram(
-            "db_client_connection_wait_time_seconds",
-            "Time from asking the pool for a connection to getting one (or timing out).",
-            base, self.pool_buckets,
-        )  # fmt: skip
-        self.use_time = Histogram(
-            "db_client_connection_use_time_seconds",
-            "Time a connection was held, from checkout to checkin.",
-            base, self.pool_buckets,
-        )  # fmt: skip
-        self.create_time = Histogram(
-            "db_client_connection_create_time_seconds",
-            "Time to open a new DBAPI connection (including the dialect's on-connect set-up).",
-            base, self.pool_buckets,
-        )  # fmt: skip
-        self.operation_duration = Histogram(
-            "db_client_operation_duration_seconds",
-            "Duration of statement executions.",
-            (*base, "db_system_name", "db_operation_name", "db_query_summary", "error_type"),
-            self.operation_buckets,
-        )  # fmt: skip
-        self.histograms = (self.wait_time, self.use_time, self.create_time, self.operation_duration)
+        buckets = {"pool": self.pool_buckets, "operation": self.operation_buckets}
+        self.histogram: dict[str, Histogram] = {
+            m.key: Histogram(m.prometheus, m.help, (*base, *m.labels), buckets[m.buckets or "pool"])
+            for m in CATALOG
+            if m.kind == "histogram"
+        }
+        self.histograms = tuple(self.histogram.values())
         # Registered before any counter: the registry collects in registration order, and this
         # collector is the one that first runs the teardown of engines the application dropped.
         registry.register(HistogramCollector(self.histograms))
-        self.timeouts = Counter(
-            "db_client_connection_timeouts",
-            "Checkouts that gave up waiting for a connection (the pool raised its timeout error).",
-            base, registry=registry,
-        )  # fmt: skip
-        self.connection_errors = Counter(
-            "poolwatch_connection_errors",
-            "Checkouts that failed with an error other than a timeout, usually because the "
-            "database refused or dropped new connections.",
-            (*base, "error_type"), registry=registry,
-        )  # fmt: skip
-        self.invalidations = Counter(
-            "poolwatch_connection_invalidations",
-            "Connections invalidated, by kind (hard, soft, pre_ping) and reason (exception type).",
-            (*base, "kind", "reason"), registry=registry,
-        )  # fmt: skip
-        self.leaks = Counter(
-            "poolwatch_connection_leaks",
-            "Connections seen held longer than the leak threshold.",
-            base, registry=registry,
-        )  # fmt: skip
-        self.summaries_folded = Counter(
-            "poolwatch_query_summaries_folded",
-            "Statements counted under db_query_summary=\"other\" because the cap was reached.",
-            base, registry=registry,
-        )  # fmt: skip
+        self.counter: dict[str, Counter] = {
+            m.key: Counter(m.prometheus, m.help, (*base, *m.labels), registry=registry)
+            for m in CATALOG
+            if m.kind == "counter" and m.observe is None
+        }
         self.collector = PoolStateCollector(self.base_labels)
         registry.register(self.collector)
 
@@ -149,8 +114,11 @@ def metrics_for(
         return existing
 
 
+_OBSERVED = tuple(m for m in CATALOG if m.observe is not None)
+
+
 class PoolStateCollector(Collector):
-    """Gauges computed from each pool's state at scrape time."""
+    """The catalog's gauges (and the counters kept in pool state), read at scrape time."""
 
     def __init__(self, base_labels: Sequence[str]) -> None:
         self.base_labels = list(base_labels)
@@ -160,85 +128,32 @@ class PoolStateCollector(Collector):
         # Names only, so the registry can reject a clash with another collector.
         return list(self._families())
 
-    def _families(self) -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
+    def _families(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
         base = self.base_labels
-        return (
-            GaugeMetricFamily(
-                "db_client_connection_count",
-                "Connections open now, by state (used = checked out, idle = open in the pool).",
-                labels=[*base, STATE_LABEL],
-            ),
-            GaugeMetricFamily(
-                "db_client_connection_max",
-                "Most connections the pool may open (QueuePool: pool_size + max_overflow).",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "db_client_connection_idle_max",
-                "Most idle connections the pool keeps (QueuePool: pool_size).",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "db_client_connection_idle_min",
-                "Fewest idle connections the pool keeps (psycopg_pool: min_size).",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "db_client_connection_pending_requests",
-                "Callers waiting for a connection right now.",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "poolwatch_connection_wait_longest_seconds",
-                "How long the caller that has waited longest so far has been waiting (0 if none).",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "poolwatch_connections_leaked",
-                "Connections checked out for longer than the leak threshold right now.",
-                labels=base,
-            ),
-            GaugeMetricFamily(
-                "poolwatch_pool_info",
-                "The pool's configuration (value is always 1).",
-                labels=[*base, *PoolLimits.INFO_LABELS],
-            ),
-            CounterMetricFamily(
-                "poolwatch_instrumentation_errors",
-                "Errors inside poolwatch itself, by component; the application was not affected.",
-                labels=[*base, "component"],
-            ),
-        )
+        return [
+            (CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily)(
+                m.prometheus, m.help, labels=[*base, *m.labels]
+            )
+            for m in _OBSERVED
+        ]
 
     def collect(self) -> Iterable[Metric]:
         run_deferred()  # a scrape is a safe point to drop the series of collected engines
         families = self._families()
-        count, cmax, idle_max, idle_min, pending, longest, leaked, info, errors = families
         for state, values in self.pools.items():
             try:
                 snap = state.snapshot()
+                observed = [list(m.observe(state, snap)) for m in _OBSERVED]  # type: ignore[misc]
             except Exception as e:
                 state.errors.report("collect", e)
-            else:
-                lim = snap.limits
-                count.add_metric([*values, "used"], snap.used)
-                count.add_metric([*values, "idle"], snap.idle)
-                if lim.max is not None:
-                    cmax.add_metric(list(values), lim.max)
-                if lim.idle_max is not None:
-                    idle_max.add_metric(list(values), lim.idle_max)
-                if lim.idle_min is not None:
-                    idle_min.add_metric(list(values), lim.idle_min)
-                pending.add_metric(list(values), snap.pending)
-                longest.add_metric(list(values), snap.longest_wait)
-                leaked.add_metric(list(values), snap.leaked)
-                info.add_metric([*values, *lim.info().values()], 1)
-            for component, n in list(state.errors.counts.items()):
-                errors.add_metric([*values, component], n)
-        return list(families)
+                continue
+            for family, samples in zip(families, observed, strict=True):
+                for labels, value in samples:
+                    family.add_metric([*values, *labels], value)
+        return families
 
 
-class PrometheusTracker:
+class PrometheusTracker(BaseTracker):
     """One pool's view of a :class:`PrometheusMetrics`: children resolved once."""
 
     def __init__(
@@ -255,12 +170,20 @@ class PrometheusTracker:
         self._db_system = db_system
         self._exemplar = exemplar
         values = self._values
-        self._wait = metrics.wait_time.labels(*values)
-        self._use = metrics.use_time.labels(*values)
-        self._create = metrics.create_time.labels(*values)
-        self._timeouts = metrics.timeouts.labels(*values)
-        self._leaks = metrics.leaks.labels(*values)
-        self._folded = metrics.summaries_folded.labels(*values)
+        h, c = metrics.histogram, metrics.counter
+        # A timed-out wait is recorded as the pool's timeout: with the timeout as a bound of its
+        # own, no quantile of this pool's waits reads above it, whatever the buckets.
+        self._wait = h["wait_time"].labels(
+            *values, bounds=with_bound(metrics.pool_buckets, state.limits().timeout)
+        )
+        self._use = h["use_time"].labels(*values)
+        self._create = h["create_time"].labels(*values)
+        self._operation = h["operation_duration"]
+        self._timeouts = c["timeouts"].labels(*values)
+        self._leaks = c["leaks"].labels(*values)
+        self._folded = c["summaries_folded"].labels(*values)
+        self._errors = c["connection_errors"]
+        self._invalidations = c["invalidations"]
         # Compiled, each recorder counts at once and ``pending`` is NOTHING_PENDING. Interpreted,
         # each is a bare ``deque.append``; the listeners drain both queues when ``pending``, the
         # waits, passes PENDING_LIMIT (uses never outnumber them by more than the connections
@@ -295,16 +218,16 @@ class PrometheusTracker:
         self._timeouts.inc()
 
     def connection_error(self, error_type: str) -> None:
-        self._m.connection_errors.labels(*self._values, error_type).inc()
+        self._errors.labels(*self._values, error_type).inc()
 
     def invalidated(self, kind: str, reason: str) -> None:
-        self._m.invalidations.labels(*self._values, kind, reason).inc()
+        self._invalidations.labels(*self._values, kind, reason).inc()
 
     def leak_detected(self) -> None:
         self._leaks.inc()
 
     def statement(self, operation: str, summary: str) -> Sink:
-        child = self._m.operation_duration.labels(
+        child = self._operation.labels(
             *self._values, self._db_system, operation, summary, ""
         )
         return self._with_exemplar(child)
@@ -312,7 +235,7 @@ class PrometheusTracker:
     def statement_failed(
         self, operation: str, summary: str, error_type: str, seconds: float
     ) -> None:
-        child = self._m.operation_duration.labels(
+        child = self._operation.labels(
             *self._values, self._db_system, operation, summary, error_type
         )
         ex = self._exemplar() if self._exemplar is not None else None
@@ -327,8 +250,7 @@ class PrometheusTracker:
         mine = dict(zip(m.base_labels, self._values, strict=True))
         for histogram in m.histograms:
             histogram.remove_matching(mine)
-        for counter in (m.timeouts, m.connection_errors, m.invalidations, m.leaks,
-                        m.summaries_folded):  # fmt: skip
+        for counter in m.counter.values():
             _remove_matching(counter, mine)
 
 
@@ -359,8 +281,7 @@ def _after_fork_in_child() -> None:
             histogram.after_fork()
             for child in histogram.children():
                 child.forget_counts()
-        for counter in (m.timeouts, m.connection_errors, m.invalidations, m.leaks,
-                        m.summaries_folded):  # fmt: skip
+        for counter in m.counter.values():
             children: list[Any] = list(counter._metrics.values())
             for counter_child in children:
                 counter_child.reset()

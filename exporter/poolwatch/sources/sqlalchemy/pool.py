@@ -35,30 +35,31 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.sources.sqlalchemy import _compat
 from poolwatch.sql.error_types import classify_error
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
 _INVALIDATION_REASONS_MAX = 20
 # The pool method every checkin ends in (SQLAlchemy 2.0 and 2.1); see the module docstring.
-RETURN_SEAM = "_return_conn"
-_WRAPPED_METHODS = ("connect", "recreate", RETURN_SEAM)
+_WRAPPED_METHODS = ("connect", "recreate", _compat.RETURN_SEAM)
 
 
 def pool_limits(pool: Pool) -> PoolLimits:
     """The pool's configuration. Private attributes are read defensively: absent means unknown."""
     cls = type(pool).__name__
-    recycle = getattr(pool, "_recycle", None)
+    recycle = _compat.private(pool, "_recycle")
     common: dict[str, Any] = {
         "pool_class": cls,
         "recycle": None if recycle is None or recycle < 0 else float(recycle),
-        "pre_ping": getattr(pool, "_pre_ping", None),
+        "pre_ping": _compat.private(pool, "_pre_ping"),
     }
     if isinstance(pool, QueuePool):
         size = pool.size()
-        max_overflow = getattr(pool, "_max_overflow", None)
+        max_overflow = _compat.private(pool, "_max_overflow")
         bounded = max_overflow is not None and max_overflow >= 0
         return PoolLimits(
             max=size + max_overflow if bounded and max_overflow is not None else None,
@@ -91,6 +92,7 @@ class PoolInstrumentation:
         *,
         leaks: LeakDetector | None,
         on_wait: Callable[[float, float, BaseException | None], None] | None = None,
+        probe: ServerProbe | None = None,
     ) -> None:
         # Weak: the application owns the engine; dropping it must free it and its connections.
         self._engine = weakref.ref(engine)
@@ -99,6 +101,8 @@ class PoolInstrumentation:
         self.leaks = leaks
         # Called after every checkout with (start, end, error) when tracing wants wait spans.
         self.on_wait = on_wait
+        # Reads the server's connection limits on a connection being opened anyway.
+        self.probe = probe
         self._listeners: list[tuple[str, Callable[..., Any]]] = []
         self._wrapped: list[weakref.ref[Pool]] = []
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
@@ -107,6 +111,7 @@ class PoolInstrumentation:
         self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
+        self._disposed = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
@@ -117,8 +122,8 @@ class PoolInstrumentation:
             engine = self._engine()
             if engine is None:
                 return
-            self.state.limits = self.limits
-            self._return_seam = callable(getattr(engine.pool, RETURN_SEAM, None))
+            _compat.check()
+            self._return_seam = _compat.has_return_seam(engine.pool)
             if not self._return_seam:
                 self._listen(engine, "checkin", self._checkin_listener())
             self._listen(engine, "connect", self._on_connect)
@@ -154,14 +159,18 @@ class PoolInstrumentation:
     def _adopt_idle(self, pool: Pool) -> None:
         """Connections the pool opened before ``instrument()`` fired no ``connect`` event for
         us: the idle ones are counted from the pool's queue (private API, read defensively).
-        One checked out at this moment is counted once it has been closed and reopened."""
+        One checked out at this moment is counted once it comes back
+        (:meth:`PoolState.returned_unknown`)."""
         try:
-            queue = getattr(getattr(pool, "_pool", None), "queue", None)
-            for record in list(queue) if queue is not None else ():
-                if getattr(record, "dbapi_connection", None) is not None:
-                    self.state.live.add(record)
+            for record in _compat.idle_records(pool):
+                self.state.live.add(record)
         except Exception as e:
             self.state.errors.report("install", e)
+
+    def disposed_unused(self) -> bool:
+        """``engine.dispose()`` was called and the engine has opened and checked out nothing since
+        (the usual end of an engine the application is about to drop)."""
+        return self._disposed and not self.state.live and not self.state.checked_out
 
     def limits(self) -> PoolLimits:
         pool = self._pool()
@@ -204,8 +213,8 @@ class PoolInstrumentation:
             ("recreate", recreate, poolwatch_recreate),
         ]
         if self._return_seam:
-            return_conn = getattr(pool, RETURN_SEAM)
-            replaced.append((RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
+            return_conn = getattr(pool, _compat.RETURN_SEAM)
+            replaced.append((_compat.RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
         for method, original, wrapper in replaced:
             wrapper.__wrapped__ = original
             wrapper._poolwatch = self
@@ -264,6 +273,8 @@ class PoolInstrumentation:
             started = record.last_connect_time
             if started:
                 self.tracker.created(max(0.0, time.time() - started))
+            if self.probe is not None:
+                self.probe.maybe_read(dbapi_connection)
         except Exception as e:
             self.state.errors.report("connect", e)
 
@@ -312,6 +323,7 @@ class PoolInstrumentation:
         """The engine is swapping in ``pool`` (``engine.dispose()``)."""
         try:
             self.state.disown_current_records()
+            self._disposed = True
             with self._lock:
                 if self.switch.on:
                     self._wrap(pool)

@@ -6,6 +6,7 @@ An engine gets three seams: its pool (:mod:`.pool`), its dialect's statement met
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,16 @@ from poolwatch.core.instrumentation import (
     instrumented,
     uninstrument_target,
 )
-from poolwatch.core.naming import db_system_name, semconv_pool_name
+from poolwatch.core.naming import DEFAULT_PORTS, db_system_name, semconv_pool_name
+from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits
-from poolwatch.sources.sqlalchemy.pool import PoolInstrumentation
+from poolwatch.sources.sqlalchemy.application_name import (
+    set_application_name,
+    unset_application_name,
+)
+from poolwatch.sources.sqlalchemy.pool import PoolInstrumentation, pool_limits
 from poolwatch.sources.sqlalchemy.statements import StatementInstrumentation
+from poolwatch.sql.server_limits import QUERIES, read_server_limits
 
 if TYPE_CHECKING:
     from poolwatch.sources.sqlalchemy.tracing import StatementTracing
@@ -61,6 +68,12 @@ class SQLAlchemySource:
         self._engine = weakref.ref(engine)
         self._name = default_pool_name(engine.url)
         self.db_system = db_system_name(engine.dialect.name)
+        url = engine.url
+        port = url.port or DEFAULT_PORTS.get(url.get_backend_name()) if url.host else None
+        self._server_address: str | None = url.host or None
+        self._server_port: int | None = port
+        self._db_namespace: str | None = url.database or None
+        self._connect_wrapped = False
         self._pool: PoolInstrumentation | None = None
         self._statements: StatementInstrumentation | None = None
         self._tracing: StatementTracing | None = None
@@ -72,17 +85,33 @@ class SQLAlchemySource:
         return self._name
 
     def limits(self) -> PoolLimits:
-        pool = self._pool
-        return pool.limits() if pool is not None else PoolLimits(pool_class="")
+        if self._pool is not None:
+            limits = self._pool.limits()
+        else:
+            engine = self._engine()  # before install(): the backends read the timeout, say
+            limits = pool_limits(engine.pool) if engine is not None else PoolLimits(pool_class="")
+        return dataclasses.replace(
+            limits,
+            server_address=self._server_address,
+            server_port=self._server_port,
+            db_namespace=self._db_namespace,
+        )
 
     def install(self, inst: Instrumentation) -> None:
         engine = self._engine()
         if engine is None:
             return
         settings = inst.settings
+        inst.state.is_open = _record_is_open
+        probe = None
+        if settings.server_limits and self.db_system in QUERIES:
+            probe = ServerProbe(inst.state, self.db_system, self._name, read_server_limits)
         self._pool = PoolInstrumentation(
-            engine, inst.state, inst.tracker, leaks=inst.leaks, on_wait=inst.on_wait
+            engine, inst.state, inst.tracker, leaks=inst.leaks, on_wait=inst.on_wait, probe=probe
         )
+        if settings.application_name is not False and self.db_system == "postgresql":
+            wanted = inst.name if settings.application_name is True else settings.application_name
+            self._connect_wrapped = set_application_name(engine.dialect, wanted)
         if settings.statement_metrics:
             self._statements = StatementInstrumentation(
                 engine.dialect,
@@ -100,7 +129,13 @@ class SQLAlchemySource:
             self._tracing = StatementTracing(inst.telemetry.tracing, inst.state)
             self._tracing.install(engine, self._statements)
 
+    def released(self) -> bool:
+        return self._pool is not None and self._pool.disposed_unused()
+
     def uninstall(self) -> None:
+        engine = self._engine()
+        if self._connect_wrapped and engine is not None:
+            unset_application_name(engine.dialect)
         if self._pool is not None:
             self._pool.uninstall()
         if self._statements is not None:
@@ -108,6 +143,10 @@ class SQLAlchemySource:
         engine = self._engine()
         if self._tracing is not None and engine is not None:
             self._tracing.uninstall(engine)
+
+
+def _record_is_open(record: Any) -> bool:
+    return getattr(record, "dbapi_connection", None) is not None
 
 
 def instrument_engine(

@@ -30,9 +30,10 @@ from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.sources.sqlalchemy import _compat
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.redact import redact_sql
-from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_compiled, summarize_sql
+from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
 
 if TYPE_CHECKING:
     from poolwatch.core.hotpath import Series
@@ -168,7 +169,7 @@ class StatementInstrumentation:
         series = self._cache.get(statement) or self._series_for(statement, context)
         sent, params = statement, parameters
         conn = getattr(context, "root_connection", None)
-        if not getattr(conn, "_allow_autobegin", True):
+        if not _compat.autobegin_allowed(conn):
             # The dialect's first-connect set-up (server version, schema, ...): SQLAlchemy
             # runs it on a Connection with events off, so cursor listeners never see it.
             hooks = None
@@ -207,10 +208,7 @@ class StatementInstrumentation:
 
     def _series_for(self, statement: str, context: Any) -> Series:
         try:
-            compiled = getattr(context, "compiled", None)
-            summary = (summarize_compiled(compiled) if compiled is not None else None) or (
-                summarize_sql(statement)
-            )
+            summary = summarize_sql(statement)
             series = self._series(summary)
             with self._lock:
                 if len(self._cache) >= STATEMENT_CACHE_SIZE:
