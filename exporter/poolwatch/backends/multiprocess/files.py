@@ -7,8 +7,8 @@ grows by a few files per worker ever started and the scrape slows with it (clien
 #275: thousands of files, 10-40 s scrapes). :func:`sweep` does what both need: a dead process's
 live gauges are removed, and its counter, histogram and summary files are merged into one archive
 file per type, so the files, and the scrape, depend on the live processes only. A sweep runs under
-an exclusive ``flock`` on a lock file in the directory (sweeps from several processes take turns)
-and poolwatch's collector reads under a shared one, so a scrape never sees a dead process's counts
+an exclusive lock on a file in the directory (sweeps from several processes take turns) and
+poolwatch's collector reads under a shared one, so a scrape never sees a dead process's counts
 twice or not at all while they move.
 
 A process counts as dead when ``kill(pid, 0)`` says there is no such process or it is a zombie
@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from prometheus_client import mmap_dict, multiprocess, values
+
+from poolwatch.core import lifecycle
 
 # prometheus_client's multiprocess internals are untyped.
 MmapedDict: Any = mmap_dict.MmapedDict
@@ -51,6 +53,7 @@ _FILE = re.compile(r"^(counter|histogram|summary|gauge)_(?:([a-z]+)_)?(\d+)\.db$
 _MERGED_TYPES = ("counter", "histogram", "summary")
 
 _value_class_lock = threading.Lock()
+_thread_lock = threading.Lock()
 _own_value_class: Any = None
 
 
@@ -102,12 +105,26 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def locked(path: str, *, exclusive: bool) -> Iterator[None]:
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    """The sweep lock: a POSIX record lock on a file in the directory, between processes, and a
+    thread lock within this one. Not ``flock``: a ``flock`` held while the process forks stays
+    held by the child's copy of the descriptor (gunicorn's master forks a new worker while its
+    HTTP thread reads), and every later sweep would wait for it forever; record locks are never
+    inherited."""
+    with _thread_lock:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _after_fork_in_child() -> None:
+    global _thread_lock
+    _thread_lock = threading.Lock()
+
+
+lifecycle.after_fork_in_child(_after_fork_in_child)
 
 
 def mark_process_dead(pid: int, path: str | None = None) -> None:
