@@ -22,17 +22,16 @@ import errno
 import fcntl
 import os
 import re
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
-from prometheus_client import mmap_dict, multiprocess, values
+from prometheus_client import multiprocess, values
 
 from poolwatch.core import lifecycle
 
 # prometheus_client's multiprocess internals are untyped.
-MmapedDict: Any = mmap_dict.MmapedDict
-mmap_key: Any = mmap_dict.mmap_key
 merge: Any = multiprocess.MultiProcessCollector.merge
 
 __all__ = [
@@ -173,26 +172,46 @@ def sweep(path: str | None = None, *, dead: list[int] | None = None) -> int:
     return len(gone)
 
 
+_INT = struct.Struct("i")
+_TWO_DOUBLES = struct.Struct("dd")
+
+
+def _entries(path: str) -> Iterator[tuple[bytes, float]]:
+    """Every (key, value) of one file, in prometheus_client's layout (``mmap_dict.py``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    used = _INT.unpack_from(data, 0)[0] if len(data) >= 8 else 0
+    pos = 8
+    while pos < used:
+        n = _INT.unpack_from(data, pos)[0]
+        if n <= 0 or pos + 4 + n > used:
+            raise RuntimeError(f"poolwatch: {path} is corrupted")
+        key = data[pos + 4 : pos + 4 + n]
+        pos += 4 + n + (8 - (n + 4) % 8)
+        yield key, _TWO_DOUBLES.unpack_from(data, pos)[0]
+        pos += 16
+
+
 def _merge_into_archive(path: str, typ: str, files: list[str]) -> None:
+    """Add ``files`` into the archive of their type. A counter's, a histogram bucket's or a
+    summary's value is summed across processes under the same key, and every process writes a
+    series under the same key text (prometheus_client's ``mmap_key``: JSON with sorted keys), so
+    the merge adds values by key without decoding them, and writes prometheus_client's layout
+    (per-bucket counts, as each process's file holds them)."""
     archive = os.path.join(path, f"{typ}_{ARCHIVE_ID}.db")
-    inputs = [archive, *files] if os.path.exists(archive) else list(files)
-    # Not cumulated: the archive holds what a process's file holds (per-bucket counts).
-    metrics = merge(inputs, accumulate=False)
+    totals: dict[bytes, float] = {}
+    for f in [archive, *files]:
+        try:
+            for key, value in _entries(f):
+                totals[key] = totals.get(key, 0.0) + value
+        except FileNotFoundError:
+            continue
+    out = bytearray(8)
+    for key, value in totals.items():
+        padded = key + b" " * (8 - (len(key) + 4) % 8)
+        out += _INT.pack(len(key)) + padded + _TWO_DOUBLES.pack(value, 0.0)
+    _INT.pack_into(out, 0, len(out))
     tmp = archive + ".tmp"  # not *.db: a scrape never reads it half written
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(tmp)
-    out = MmapedDict(tmp)
-    try:
-        for metric in metrics:
-            for sample in metric.samples:
-                key = mmap_key(
-                    metric.name,
-                    sample.name,
-                    list(sample.labels),
-                    list(sample.labels.values()),
-                    metric.documentation,
-                )
-                out.write_value(key, sample.value, 0.0)
-    finally:
-        out.close()
+    with open(tmp, "wb") as fh:
+        fh.write(out)
     os.replace(tmp, archive)
