@@ -360,3 +360,39 @@ def test_the_fast_exposition_is_prometheus_clients_over_the_same_files(
         for p, a in apps:
             a.send("stop")
             p.join(10)
+
+
+def test_the_multiprocess_families_are_the_catalogs(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import poolwatch
+    from poolwatch.backends.multiprocess import service
+    from poolwatch.core.catalog import CATALOG
+    from poolwatch.exposition import generate_latest, service_registry
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(mpdir))
+    engine = sqlalchemy.create_engine(f"sqlite:///{mpdir.parent / 'c.db'}")
+    handle = poolwatch.instrument(engine, name="mp-catalog-" + uuid.uuid4().hex[:6],
+                                  leak_threshold=60)  # fmt: skip
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        service.flush_now()
+        text = generate_latest(service_registry(str(mpdir))).decode()
+        families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    expected = {m.prometheus: m.kind for m in CATALOG}
+    # Every family is the catalog's, of the catalog's kind. Absent: gauges this pool has no value
+    # for (no server limits on SQLite, no idle_min on QueuePool), and counters by error type
+    # before the first error (a file holds series, not empty families: no series either way).
+    assert {k: v for k, v in families.items()} == {
+        k: v for k, v in expected.items() if k in families
+    }
+    absent = {m.key for m in CATALOG if m.prometheus not in families}
+    assert absent == {"idle_min", "server_connections_max", "server_connections_limit_info",
+                      "connection_errors", "invalidations"}  # fmt: skip
