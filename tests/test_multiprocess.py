@@ -396,3 +396,35 @@ def test_the_multiprocess_families_are_the_catalogs(
     absent = {m.key for m in CATALOG if m.prometheus not in families}
     assert absent == {"idle_min", "server_connections_max", "server_connections_limit_info",
                       "connection_errors", "invalidations"}  # fmt: skip
+
+
+def _report_warnings(conn: Connection) -> None:
+    conn.send([r.getMessage() for r in _records if r.levelno == logging.WARNING])
+
+
+def test_a_meter_provider_inherited_across_fork_is_refused_with_a_reason(
+    postgres_url: str, make_engine: Any
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import poolwatch
+
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    engine = make_engine(postgres_url)
+    poolwatch.instrument(engine, name="mp-otel-" + uuid.uuid4().hex[:8], prometheus=False,
+                         meter_provider=provider)  # fmt: skip
+    handler = _Keep()
+    logging.getLogger("poolwatch").addHandler(handler)
+    try:
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=_report_warnings, args=(b,), daemon=True)
+        p.start()
+        assert a.poll(60)
+        warnings = a.recv()
+        p.join(30)
+    finally:
+        logging.getLogger("poolwatch").removeHandler(handler)
+        provider.shutdown()
+    assert len(warnings) == 1, warnings
+    assert "meter_provider" in warnings[0] and "service.instance.id" in warnings[0]
