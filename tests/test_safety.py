@@ -176,3 +176,24 @@ def _try_connect(engine: sqlalchemy.Engine, errors: list[BaseException]) -> None
         engine.connect()
     except BaseException as e:
         errors.append(e)
+
+
+def test_an_internal_error_log_never_carries_the_database_message(
+    postgres_url, registry, make_engine, caplog
+) -> None:
+    # poolwatch's code runs while the application's statement error is being handled: the log
+    # record of an error inside poolwatch must not print that error's message.
+    engine = make_engine(postgres_url)
+    handle = poolwatch.instrument(engine, registry=registry)
+    handle.tracker.statement_failed = _boom  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="poolwatch"), engine.connect() as c:
+        with pytest.raises(sqlalchemy.exc.DataError) as raised:
+            c.execute(text(f"SELECT CAST('{SECRET_LITERAL}' AS integer)"))
+    assert SECRET_LITERAL in str(raised.value)  # the application still gets all of it
+    (record,) = [r for r in caplog.records if "internal error in statement" in r.getMessage()]
+    logged = caplog.text
+    assert "Traceback (most recent call last)" in logged
+    assert "psycopg.errors.InvalidTextRepresentation (message withheld)" in logged
+    assert "tests.test_safety.Boom (message withheld)" in logged
+    assert SECRET_LITERAL not in logged and "invalid input syntax" not in logged
+    assert record.exc_info is None

@@ -177,8 +177,9 @@ def test_timed_out_checkout_is_an_error_span_and_the_app_gets_timeout_error(
     assert (wait.end_time - wait.start_time) / 1e9 >= 0.19
     (exc_event,) = [e for e in wait.events if e.name == "exception"]
     assert exc_event.attributes is not None
-    assert "TimeoutError" in str(exc_event.attributes["exception.type"])
-    assert "QueuePool limit" in str(exc_event.attributes["exception.message"])
+    assert dict(exc_event.attributes) == {"exception.type": "sqlalchemy.exc.TimeoutError"}
+    assert wait.attributes["error.type"] == "TimeoutError"
+    assert wait.status.description == "connection pool timeout"
 
 
 def test_failed_connect_is_an_error_span_without_the_driver_message(
@@ -201,6 +202,63 @@ def test_failed_connect_is_an_error_span_without_the_driver_message(
     (wait,) = traces.waits()
     assert wait.status.status_code is StatusCode.ERROR
     assert "secretuser" not in _everything(wait)
+
+
+def test_failed_checkout_span_has_the_error_type_and_no_message_or_stacktrace(
+    postgres_url: str, traces: Traces, registry: CollectorRegistry
+) -> None:
+    role = "pw_trace_no_such_role_9d2b"
+    url = sqlalchemy.engine.make_url(postgres_url).set(username=role)
+    engine = create_engine(url)
+    traced(engine, traces, registry)
+    try:
+        with traces.tracer.start_as_current_span("request"):
+            with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+                engine.connect()
+    finally:
+        poolwatch.uninstrument(engine)
+        engine.dispose()
+    assert f'role "{role}" does not exist' in str(raised.value)  # the app still gets it all
+    (wait,) = traces.waits()
+    assert wait.status.status_code is StatusCode.ERROR
+    assert not wait.status.description
+    assert (wait.attributes or {})["error.type"] == "authentication_failed"
+    assert [(e.name, dict(e.attributes or {})) for e in wait.events] == [
+        ("exception", {"exception.type": "psycopg.OperationalError"})
+    ]
+    dump = _everything(wait)
+    for secret in (role, "does not exist", "FATAL", "Traceback"):
+        assert secret not in dump
+
+
+def test_failed_statement_span_has_the_error_type_and_no_message(
+    engines: Callable[..., Engine], traces: Traces, registry: CollectorRegistry
+) -> None:
+    engine = engines()
+    traced(engine, traces, registry)
+    with engine.connect() as c:
+        with pytest.raises(sqlalchemy.exc.DataError) as raised:
+            c.execute(text("SELECT 'value-secret-77'::int"))
+    assert "value-secret-77" in str(raised.value)
+    (span,) = traces.statements()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "data_exception"
+    assert "value-secret-77" not in _everything(span)
+
+
+def test_exceptions_recorded_on_a_statement_span_keep_only_their_type() -> None:
+    from poolwatch.backends.otel.tracing import RedactingTracer
+
+    traces = Traces()
+    tracer = RedactingTracer(traces.provider.get_tracer("x"), "postgresql")
+    span = tracer.start_span("SELECT db")
+    try:
+        raise ValueError('FATAL: role "bob" does not exist')
+    except ValueError as e:
+        span.record_exception(e, {"exception.message": "kept?"})
+    span.end()
+    (done,) = traces.spans()
+    assert [dict(e.attributes or {}) for e in done.events] == [{"exception.type": "ValueError"}]
 
 
 def _everything(span: ReadableSpan) -> str:

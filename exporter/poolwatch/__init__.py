@@ -9,7 +9,7 @@ One line at startup::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
@@ -41,6 +41,7 @@ class Options(TypedDict, total=False):
     name: str | None
     labels: Mapping[str, str]
     registry: CollectorRegistry | None
+    """Where the series go (default: prometheus_client's ``REGISTRY``)."""
     port: int | None
     addr: str
     leak_threshold: float | None
@@ -51,11 +52,15 @@ class Options(TypedDict, total=False):
     pool_buckets: Sequence[float]
     operation_buckets: Sequence[float]
     prometheus: bool
-    tracing: bool | None
+    tracing: bool | Literal["auto"]
     wait_span_threshold: float
     exemplars: bool
+    server_limits: bool
+    application_name: bool | str
     tracer_provider: Any
+    """The OpenTelemetry ``TracerProvider`` for spans (default: the global one)."""
     meter_provider: Any
+    """An OpenTelemetry ``MeterProvider``: emit the semantic-convention instruments there too."""
 
 
 _NOT_SETTINGS = ("registry", "tracer_provider", "meter_provider")

@@ -9,6 +9,10 @@ imported (the escape hatch, should the compiled build ever be suspected). Otherw
 interpreted module runs: the same code, slower.
 
 The choice covers poolwatch's histograms too (:data:`Buckets`).
+
+Tracebacks through the compiled wrappers name ``poolwatch/core/hotpath.py`` (``setup.py`` compiles
+it so), a path ``linecache`` resolves on ``sys.path`` to the source installed beside the build;
+the build's ``__loader__`` hands that source to ``linecache``, so the traceback shows its lines.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from poolwatch.core import hotpath as interpreted
 from poolwatch.core.config import _parse_bool
@@ -64,7 +69,30 @@ def compiled_build() -> ModuleType | None:
             interpreted.__file__,
         )
         return None
+    if not isinstance(module.__loader__, _SourceOf):
+        module.__loader__ = _SourceOf(Path(interpreted.__file__), module.__loader__)
     return module
+
+
+class _SourceOf:
+    """The compiled build's loader as ``linecache`` sees it: its source is ``hotpath.py``.
+
+    ``linecache`` asks a module's ``__loader__`` for the source before it searches ``sys.path``,
+    and an extension module's own loader answers None, which stops the search (no source line
+    in the traceback)."""
+
+    def __init__(self, path: Path, loader: Any) -> None:
+        self.path = path
+        self.loader = loader
+
+    def get_source(self, name: str) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)  # the rest is the extension module loader's
 
 
 def _choose() -> ModuleType:

@@ -211,8 +211,8 @@ CATALOG: tuple[Metric, ...] = (
         "Checkouts that failed with an error other than a timeout, usually because the "
         "database refused or dropped new connections.",
         "checkouts that failed with an error other than a timeout, usually because the "
-        "database refused or dropped new connections (`too many clients`, server down)",
-        labels=("error_type",), labels_doc="`error_type`",
+        "database refused or dropped new connections",
+        labels=("error_type",), labels_doc="`error_type` (see below)",
     ),
     Metric(
         "leaked", "poolwatch.connections.leaked", "gauge", "{connection}",
@@ -265,9 +265,12 @@ CATALOG: tuple[Metric, ...] = (
     ),
     Metric(
         "summaries_folded", "poolwatch.query_summaries.folded", "counter", "{statement}",
-        'Statements counted under db_query_summary="other" because the cap was reached.',
-        'distinct statement summaries counted under `db_query_summary="other"` because '
-        "`max_query_summaries` was reached",
+        'Statement executions counted under db_query_summary="other" because the '
+        "max_query_summaries cap was reached (each execution, failed ones included).",
+        'statement executions counted under `db_query_summary="other"` because '
+        "`max_query_summaries` was reached: every execution (failed ones too) of a statement "
+        "whose summary did not get its own series; statements whose summary is `other` anyway "
+        "are not counted",
     ),
     Metric(
         "instrumentation_errors", "poolwatch.instrumentation.errors", "counter", "{error}",

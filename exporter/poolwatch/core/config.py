@@ -54,22 +54,40 @@ class Settings:
     """Resolved configuration for one ``instrument()`` call."""
 
     name: str | None = None
+    """The ``db_client_connection_pool_name`` label, unique in the process (default
+    ``host:port/database``; a derived name that is taken gets a ``#2`` suffix)."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    """Constant labels on every series (e.g. ``role``); every pool of a registry uses the same
+    label names. In the environment: ``k=v,k2=v2``."""
     port: int | None = None
+    """Serve ``/metrics`` on this port (1-65535), once per process."""
     addr: str = "0.0.0.0"
+    """The address to serve ``/metrics`` on."""
     leak_threshold: float | None = None
+    """Seconds after which a checkout counts as a leak (one WARNING with its stack), or None."""
     leak_stacks: bool = True
+    """Capture the checkout stack for leak reports (only while leak detection is on)."""
     slow_query_threshold: float | None = None
+    """Seconds after which a statement is logged as slow (literals replaced by ``?``), or None."""
     statement_metrics: bool = True
+    """Time statements (``db_client_operation_duration_seconds``)."""
     max_query_summaries: int = 100
+    """Distinct ``db_query_summary`` values per pool (1-10000); the rest count as ``other``."""
     pool_buckets: tuple[float, ...] = DEFAULT_POOL_BUCKETS
+    """Buckets of the wait, use and create histograms, in seconds (fixed per registry)."""
     operation_buckets: tuple[float, ...] = DEFAULT_OPERATION_BUCKETS
+    """Buckets of the statement histogram, in seconds."""
     prometheus: bool = True
+    """Export to prometheus_client (off for an OpenTelemetry-only pipeline)."""
     # "auto": on when a tracer_provider is passed or the standard OTEL_* environment configures
     # a traces exporter (see tracing_enabled); True/False force it.
     tracing: bool | Literal["auto"] = "auto"
+    """Spans for pool waits and statements: ``"auto"`` (on with a tracer provider or an
+    ``OTEL_*`` traces exporter), True or False."""
     wait_span_threshold: float = 0.001
+    """A checkout that waited at least this many seconds gets a span."""
     exemplars: bool = True
+    """Attach the trace id to wait and statement observations (OpenMetrics)."""
     server_limits: bool = True
     """Read the database server's connection limits on new connections (poolwatch_server_*)."""
     application_name: bool | str = False

@@ -137,6 +137,7 @@ class Instrumentation:
 
     @property
     def active(self) -> bool:
+        """True until ``uninstrument()`` (or until the pool is dropped)."""
         return self._active
 
     def _holds(self) -> bool:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from poolwatch.sql.redact import code_only, needs_readings
+
 __all__ = [
     "MAX_SUMMARY_LEN",
     "SCAN_LIMIT",
@@ -622,10 +624,17 @@ def _prefix(statement: object) -> str:
     return ""
 
 
-def summarize_sql(statement: str | bytes) -> str:
-    """Summary of a SQL string: operations and collections, never literals. Never raises."""
+def summarize_sql(statement: str | bytes, dialect: str | None = None) -> str:
+    """Summary of a SQL string: operations and collections, never literals. Never raises.
+
+    With ``dialect`` (a SQLAlchemy dialect name) the text is first reduced to what every reading
+    of that dialect agrees is neither a literal nor a comment (:func:`poolwatch.sql.redact.
+    code_only`): a MySQL ``"string"`` or a ``#`` comment cannot become a table name, and nothing
+    after the first place where the readings disagree is read."""
     try:
         text = _prefix(statement)
+        if dialect is not None and needs_readings(text):
+            text = code_only(text, dialect)
         parts = _Scanner(text, standard=True).run()
         if parts and _READINGS_DIFFER.search(text):
             # Backslashes, dollar quotes or nested comments: what is a literal depends on

@@ -30,6 +30,7 @@ from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.core.version import __version__
+from poolwatch.sql.error_types import CONNECTION_ERROR_TYPES
 
 __all__ = ["INSTRUMENTS", "OTelMetrics", "OTelTracker", "otel_metrics_for"]
 
@@ -168,6 +169,8 @@ class OTelTracker(BaseTracker):
         # need the series before the first timeout or leak.
         for key in ("timeouts", "leaks", "summaries_folded"):
             m.instrument[key].add(0, attrs)
+        for error_type in CONNECTION_ERROR_TYPES:  # as the Prometheus backend, for increase()
+            m.instrument["connection_errors"].add(0, {**attrs, ERROR_TYPE: error_type})
         m.pools.add(state, attrs)
         _trackers.add(self)
 

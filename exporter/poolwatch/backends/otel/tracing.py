@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from poolwatch.core.config import Settings
 from poolwatch.core.version import __version__
-from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.error_types import classify_connection_error, classify_error
 from poolwatch.sql.redact import redact_sql
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "RedactingTracer",
     "Tracing",
     "current_exemplar",
+    "exception_type",
+    "record_error",
 ]
 
 WAIT_SPAN_NAME = "db.client.connection.wait"
@@ -51,7 +53,6 @@ _OPERATION_ATTRIBUTES = frozenset({"db.operation", "db.operation.name"})
 # Never exported: the user name (old conventions) and bound values (opt-in in the conventions).
 _DROPPED_ATTRIBUTES = frozenset({"db.user"})
 _DROPPED_PREFIXES = ("db.query.parameter.",)
-_WITHHELD = "withheld by poolwatch: database and driver messages can quote row data or users"
 # Redacted statements remembered; past this the cache starts over (bounded memory).
 _CACHE_SIZE = 2000
 
@@ -74,6 +75,21 @@ def current_exemplar() -> dict[str, str] | None:
     if not ctx.trace_flags.sampled:  # also false for the invalid "no span" context
         return None
     return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+def exception_type(error: BaseException) -> str:
+    """The fully qualified class name, as the OpenTelemetry SDK writes ``exception.type``."""
+    cls = type(error)
+    module = cls.__module__
+    return f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+
+
+def record_error(span: trace.Span, error: BaseException) -> None:
+    """An ``exception`` event with ``exception.type`` only. ``Span.record_exception`` would also
+    write ``exception.message`` and ``exception.stacktrace``, and the traceback text carries the
+    message again: a driver's connect error names the user (``FATAL: role "bob" does not
+    exist``), a statement error quotes row values."""
+    span.add_event("exception", {"exception.type": exception_type(error)})
 
 
 class Tracing:
@@ -135,33 +151,35 @@ class Tracing:
             span.end(end_time=end_ns)
 
     def _failed(self, span: trace.Span, error: BaseException) -> None:
+        timed_out = isinstance(error, self.timeout_errors)
         try:
-            error_type = classify_error(error)
+            # The pool's own timeout keeps its class name, apart from a connect timeout.
+            error_type = classify_error(error) if timed_out else classify_connection_error(error)
         except Exception:  # a type name is good enough
             error_type = type(error).__qualname__
         span.set_attribute("error.type", error_type)
-        if isinstance(error, self.timeout_errors):
-            # The pool's own message (pool size, overflow, timeout): nothing of the user's.
+        if timed_out:
             span.set_status(Status(StatusCode.ERROR, "connection pool timeout"))
-            span.record_exception(error)
         else:
-            # A driver's connect error can name the user or host: keep the type, not the text.
             span.set_status(Status(StatusCode.ERROR))
-            span.record_exception(error, attributes={"exception.message": _WITHHELD})
+        record_error(span, error)
+
 
 class _Redactor:
     """Redacted statement text and span names, cached by the original string."""
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str | None = None) -> None:
+        # Which readings of quotes and comments redact_sql must agree on (a dialect name).
+        self._dialect = dialect
         self._statements: dict[str, str] = {}
         self._names: dict[str, str] = {}
 
     def statement(self, value: AnyValue) -> AnyValue:
         if not isinstance(value, str):
-            return value if value is None else redact_sql(str(value))
+            return value if value is None else redact_sql(str(value), dialect=self._dialect)
         out = self._statements.get(value)
         if out is None:
-            out = redact_sql(value)
+            out = redact_sql(value, dialect=self._dialect)
             if len(self._statements) >= _CACHE_SIZE:
                 self._statements.clear()
             self._statements[value] = out
@@ -205,9 +223,9 @@ class _Redactor:
 class RedactingTracer(trace.Tracer):
     """Hands EngineTracer spans that redact what it writes into them."""
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, dialect: str | None = None) -> None:
         self._tracer = tracer
-        self._redactor = _Redactor()
+        self._redactor = _Redactor(dialect)
 
     def start_span(
         self,
@@ -299,9 +317,9 @@ class _RedactingSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        extra = dict(attributes or {})
-        extra["exception.message"] = _WITHHELD
-        self._span.record_exception(exception, extra, timestamp, escaped)
+        # The type only (see record_error); the caller's attributes are dropped with the rest,
+        # since they are written for the event the SDK would have made.
+        self._span.add_event("exception", {"exception.type": exception_type(exception)}, timestamp)
 
     def __getattr__(self, name: str) -> Any:
         # SDK-only attributes (name, attributes, ...) for code that inspects live spans.

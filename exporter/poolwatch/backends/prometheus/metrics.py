@@ -26,6 +26,7 @@ from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
+from poolwatch.sql.error_types import CONNECTION_ERROR_TYPES
 
 __all__ = ["PrometheusMetrics", "PrometheusTracker", "histogram_families", "metrics_for"]
 
@@ -183,6 +184,10 @@ class PrometheusTracker(BaseTracker):
         self._leaks = c["leaks"].labels(*values)
         self._folded = c["summaries_folded"].labels(*values)
         self._errors = c["connection_errors"]
+        # Every connection-failure type at 0 from the start: increase() cannot count a series'
+        # first sample, and the first refusal by a full server must page.
+        for error_type in CONNECTION_ERROR_TYPES:
+            self._errors.labels(*values, error_type)
         self._invalidations = c["invalidations"]
         # Compiled, each recorder counts at once and ``pending`` is NOTHING_PENDING. Interpreted,
         # each is a bare ``deque.append``; the listeners drain both queues when ``pending``, the

@@ -39,7 +39,7 @@ from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
 from poolwatch.sources.sqlalchemy import _compat
-from poolwatch.sql.error_types import classify_error
+from poolwatch.sql.error_types import classify_connection_error, classify_error
 
 __all__ = ["PoolInstrumentation", "pool_limits"]
 
@@ -237,7 +237,7 @@ class PoolInstrumentation:
                     self.tracker.drain()
                 self.tracker.timed_out()
             elif isinstance(error, Exception):
-                self.tracker.connection_error(classify_error(error))
+                self.tracker.connection_error(classify_connection_error(error))
             if self.on_wait is not None:
                 self.on_wait(t0, t1, error)
         except Exception as e:

@@ -45,8 +45,6 @@ OTHER = UNKNOWN_SUMMARY
 # Statement strings remembered per pool; past this the cache starts over, so a stream of
 # distinct statements costs a summary each time but never unbounded memory.
 STATEMENT_CACHE_SIZE = 2000
-# Folded summaries are counted once each; remembering which were seen is bounded too.
-FOLDED_TRACKED = 10_000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
@@ -91,13 +89,16 @@ class StatementInstrumentation:
         slow_threshold: float | None,
     ) -> None:
         self._dialect = weakref.ref(dialect)
+        # Which readings of quotes and comments redact_sql must agree on.
+        self._dialect_name: str = getattr(dialect, "name", "") or ""
         self.state = state
         self.tracker = tracker
         self.max_summaries = max_summaries
         self.slow_threshold = slow_threshold
         self._cache: dict[str, Series] = {}
         self._by_summary: dict[str, Series] = {}
-        self._folded: set[str] = set()
+        # Where statements past the summary cap go: the "other" series, counting each one.
+        self._folded: Series | None = None
         self._lock = threading.Lock()
         # What the installed wrappers read on every call: on/off and the cursor hooks.
         self.switch = wrappers.Switch()
@@ -208,7 +209,7 @@ class StatementInstrumentation:
 
     def _series_for(self, statement: str, context: Any) -> Series:
         try:
-            summary = summarize_sql(statement)
+            summary = summarize_sql(statement, self._dialect_name)
             series = self._series(summary)
             with self._lock:
                 if len(self._cache) >= STATEMENT_CACHE_SIZE:
@@ -226,24 +227,46 @@ class StatementInstrumentation:
                 return series
             distinct = len(self._by_summary) - (OTHER in self._by_summary)
             if distinct >= self.max_summaries and summary != OTHER:
-                if summary not in self._folded and len(self._folded) < FOLDED_TRACKED:
-                    self._folded.add(summary)
-                    self.tracker.summary_folded()
-                other = self._by_summary.get(OTHER)
-                if other is None:
-                    other = _new_series("", OTHER, self.tracker.statement("", OTHER))
-                    # "other" does not count against the cap: it is the cap's overflow.
-                    self._by_summary[OTHER] = other
-                return other
+                return self._folded_series()
+            if summary == OTHER:
+                return self._other_series()
             operation = operation_name(summary) if summary != OTHER else ""
             series = _new_series(operation, summary, self.tracker.statement(operation, summary))
             self._by_summary[summary] = series
             return series
 
+    def _other_series(self) -> Series:
+        # Called with the lock held. "other" does not count against the cap: it is the overflow.
+        other = self._by_summary.get(OTHER)
+        if other is None:
+            other = _new_series("", OTHER, self.tracker.statement("", OTHER))
+            self._by_summary[OTHER] = other
+        return other
+
+    def _folded_series(self) -> Series:
+        """The "other" series for statements folded by the cap, which also counts every one of
+        their executions in ``poolwatch_query_summaries_folded_total``: exact, in constant
+        memory (counting distinct folded summaries would need to remember them all). Statements
+        under the cap pay nothing for it."""
+        folded = self._folded
+        if folded is None:
+            other = self._other_series()
+            record_other = other.record
+            count = self.tracker.summary_folded
+
+            def record(seconds: float) -> None:
+                record_other(seconds)
+                count()
+
+            folded = self._folded = wrappers.Series("", OTHER, record, other.pending, other.drain)
+        return folded
+
     def _failed(
         self, series: Series, statement: str, elapsed: float, error: BaseException
     ) -> None:
         try:
+            if series is self._folded:
+                self.tracker.summary_folded()
             error_type = classify_error(error)
             self.tracker.statement_failed(series.operation, series.summary, error_type, elapsed)
         except Exception as e:
@@ -256,5 +279,5 @@ class StatementInstrumentation:
             series.summary,
             elapsed,
             self.slow_threshold,
-            redact_sql(statement),
+            redact_sql(statement, dialect=self._dialect_name),
         )

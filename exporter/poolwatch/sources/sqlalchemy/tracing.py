@@ -11,7 +11,8 @@ listener sends every statement down SQLAlchemy's slower event path (about 13 µs
 SQLite before the listener does anything). The tracer handed to it is a
 thin wrapper that keeps literals, bound values and the user name out of the spans: the
 statement is passed through :func:`poolwatch.sql.redact.redact_sql`, ``db.user`` and query
-parameters are dropped, and an error's message (which can quote row data) is withheld.
+parameters are dropped, and an error's message (which can quote row data) is withheld: a failed
+statement's span has ``error.type`` and an ``exception`` event with the type only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from poolwatch.core.errors import logger
 from poolwatch.core.naming import db_system_name
 from poolwatch.core.state import PoolState
 from poolwatch.sources.sqlalchemy.statements import CursorHooks, StatementInstrumentation
+from poolwatch.sql.error_types import classify_error
 
 __all__ = ["StatementTracing"]
 
@@ -79,7 +81,8 @@ class StatementTracing:
         tracer = RedactingTracer(
             trace.get_tracer(
                 "opentelemetry.instrumentation.sqlalchemy", otel_version, self._tracing.provider
-            )
+            ),
+            engine.dialect.name,
         )
         listeners = self._listeners
         cursor_listeners: dict[str, Callable[..., Any]] = {}
@@ -93,6 +96,8 @@ class StatementTracing:
             ) -> None:
                 if identifier in _POOL_USAGE_EVENTS:
                     return
+                if identifier == "handle_error":
+                    fn = _with_error_type(fn)
                 if seam is not None and identifier in _CURSOR_EVENTS:
                     cursor_listeners[identifier] = fn
                     return
@@ -137,6 +142,20 @@ class StatementTracing:
                     event.remove(engine, identifier, fn)
             except Exception as e:  # never into the application
                 logger.error("poolwatch: could not remove a tracing listener: %s", e)
+
+
+def _with_error_type(handle_error: Callable[[Any], None]) -> Callable[[Any], None]:
+    """EngineTracer's ``handle_error`` listener, which first gives the statement span the
+    semantic conventions' ``error.type`` (the SQLSTATE class, as on the error counter); the
+    listener itself puts only the message into the status, which the span wrapper withholds."""
+
+    def on_error(context: Any) -> None:
+        span = getattr(getattr(context, "execution_context", None), "_otel_span", None)
+        if span is not None and span.is_recording():
+            span.set_attribute("error.type", classify_error(context.original_exception))
+        handle_error(context)
+
+    return on_error
 
 
 def _traced_by_opentelemetry(engine_tracer: Any, engine: Engine) -> bool:
