@@ -53,7 +53,7 @@ _MERGED_TYPES = ("counter", "histogram", "summary")
 
 _value_class_lock = threading.Lock()
 _thread_lock = threading.Lock()
-_own_value_class: Any = None
+_own_value_classes: dict[str, Any] = {}
 
 
 def directory() -> str | None:
@@ -72,13 +72,16 @@ def value_class() -> Any:
     multiprocess mode) one of poolwatch's own, writing the same files by the same conventions.
     Either follows the process across ``fork()`` (it re-opens the files under the new pid).
     """
-    global _own_value_class
     if getattr(values.ValueClass, "_multiprocess", False):
         return values.ValueClass
+    # One per directory: the class keeps its files open, and a process whose directory changed
+    # (tests do) must not go on writing the old one.
+    path = directory() or ""
     with _value_class_lock:
-        if _own_value_class is None:
-            _own_value_class = cast(Any, values).MultiProcessValue()
-        return _own_value_class
+        cls = _own_value_classes.get(path)
+        if cls is None:
+            cls = _own_value_classes[path] = cast(Any, values).MultiProcessValue()
+        return cls
 
 
 def pid_alive(pid: int) -> bool:

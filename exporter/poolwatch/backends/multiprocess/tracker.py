@@ -70,7 +70,7 @@ class _Values:
         help_text: str,
         mode: str = "",
     ) -> Any:
-        key = (typ, sample, tuple(labelnames), tuple(labelvalues), mode)
+        key = (directory(), typ, sample, tuple(labelnames), tuple(labelvalues), mode)
         value = self._values.get(key)
         if value is None:
             with self._lock:
