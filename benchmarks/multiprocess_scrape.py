@@ -51,7 +51,12 @@ def _history(path: str, args: argparse.Namespace, *, archive: bool) -> list[int]
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     from prometheus_client import multiprocess
 
-    from poolwatch.backends.multiprocess import mark_process_dead
+    from poolwatch.backends.multiprocess import mark_process_dead, tracker
+
+    if not archive:
+        # prometheus_client alone: no live worker sweeps either (it would remove files under the
+        # plain collector's feet, the race poolwatch's own collector locks against).
+        tracker.SWEEP_EVERY = 10**9
 
     for _ in range(args.restarts):
         pid = os.fork()
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["lines"] = lines
         out["scrape_ms_median"] = round(statistics.median(times), 1)
         out["scrape_ms_max"] = round(max(times), 1)
+    print(json.dumps(out), flush=True)  # before the (slow) comparison
     if args.compare:
         with tempfile.TemporaryDirectory(prefix="pw-mp-scrape-plain-") as path:
             handles = _history(path, args, archive=False)

@@ -317,6 +317,21 @@ def test_gunicorn_preload_each_worker_counts_its_own_pool(
         assert read("db_client_connection_use_time_seconds_count") == 2
 
 
+def test_gunicorn_without_the_set_up_warns_once_per_worker(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    app_port = free_port()
+    cmd = [tool("gunicorn"), "-w", "2", "--control-socket", str(tmp_path / "g.ctl"),
+           "-b", f"127.0.0.1:{app_port}", "tests.prefork.wsgi_app:app"]  # fmt: skip
+    with server(cmd, env, tmp_path / "gunicorn.log") as srv:
+        wait_for_port(app_port, DEADLINE)
+        for _ in range(4):
+            get(f"http://127.0.0.1:{app_port}/query")
+        warned = until(lambda: srv.output().count("runs under a pre-fork server"), 2, "warnings")
+    assert warned == 2  # one per worker, not one per request or per pool
+    assert "python:poolwatch.gunicorn" in srv.output()
+
+
 # --- uvicorn ---------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 
 from poolwatch.core.errors import logger
@@ -68,10 +69,20 @@ def forked() -> int | None:
     return _forked_from
 
 
+# Imported in the processes of these pre-fork servers (a worker imports the application after
+# the fork, when poolwatch's fork handler was not registered yet).
+_PREFORK_SERVER_MODULES = ("gunicorn.arbiter", "uwsgi", "billiard.pool")
+
+
 def is_worker_process() -> bool:
-    """Whether this process was forked, or started by ``multiprocessing`` (uvicorn's workers are
-    spawned): either way, one of several processes that serve one service."""
-    return _forked_from is not None or multiprocessing.parent_process() is not None
+    """Whether this process is one of several that serve one service: forked (after poolwatch
+    was imported), started by ``multiprocessing`` (uvicorn's workers are spawned), or running
+    inside a pre-fork server (gunicorn, uWSGI, Celery's prefork pool)."""
+    return (
+        _forked_from is not None
+        or multiprocessing.parent_process() is not None
+        or any(name in sys.modules for name in _PREFORK_SERVER_MODULES)
+    )
 
 
 def warn_single_process_view() -> None:
@@ -81,11 +92,11 @@ def warn_single_process_view() -> None:
         return
     _warned = True
     logger.warning(
-        "poolwatch: this process is one worker of a pre-fork server (parent pid %s) and "
-        "prometheus_client's multiprocess mode is not set up, so poolwatch's metrics here are "
-        "this worker's alone, and a scrape shows one random worker's numbers as the service's. "
-        "To see the whole service: %s",
-        _forked_from if _forked_from is not None else os.getppid(),
+        "poolwatch: this process (pid %d) runs under a pre-fork server and prometheus_client's "
+        "multiprocess mode is not set up, so poolwatch's metrics here are one process's alone, "
+        "and a scrape shows one random worker's numbers as the service's. To see the whole "
+        "service: %s",
+        os.getpid(),
         PREFORK_ADVICE,
     )
 
