@@ -69,30 +69,40 @@ def _history(path: str, args: argparse.Namespace, *, archive: bool) -> list[int]
         else:
             multiprocess.mark_process_dead(pid, path)
     live = []
+    ready_r, ready_w = os.pipe()
     for _ in range(args.live):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(w)
             _worker(args.pools, args.summaries)
+            os.write(ready_w, b"r")
             os.read(r, 1)  # until the parent is done
             os._exit(0)
         os.close(r)
         live.append((pid, w))
-    time.sleep(1.0)  # every live worker has written its files
+    for _ in range(args.live):  # every live worker has written its files
+        os.read(ready_r, 1)
+    os.close(ready_r)
+    os.close(ready_w)
+    time.sleep(2.0)  # and its sampler has gone quiet (nothing changes: nothing is written)
     return [pid for pid, _ in live] + [w for _, w in live]
 
 
-def _time_scrapes(registry: Any, n: int) -> tuple[list[float], int]:
+def _time_scrapes(registry: Any, n: int) -> tuple[list[float], int, float]:
+    """``n`` timed scrapes after a first one (returned apart: it parses every file's keys)."""
     from poolwatch.exposition import generate_latest  # prometheus_client's for a plain registry
 
+    t0 = time.perf_counter()
+    generate_latest(registry)
+    first = (time.perf_counter() - t0) * 1000
     times, lines = [], 0
     for _ in range(n):
         t0 = time.perf_counter()
         body = generate_latest(registry)
         times.append((time.perf_counter() - t0) * 1000)
         lines = body.count(b"\n")
-    return times, lines
+    return times, lines, first
 
 
 def _finish(handles: list[int], live: int) -> None:
@@ -117,13 +127,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         handles = _history(path, args, archive=True)
         out["history_s"] = round(time.perf_counter() - t0, 1)
         try:
-            times, lines = _time_scrapes(service_registry(path), args.scrapes)
+            times, lines, first = _time_scrapes(service_registry(path), args.scrapes)
         finally:
             _finish(handles, args.live)
         out["files"] = len(list(Path(path).glob("*.db")))
         out["lines"] = lines
         out["scrape_ms_median"] = round(statistics.median(times), 1)
         out["scrape_ms_max"] = round(max(times), 1)
+        out["first_scrape_ms"] = round(first, 1)
     print(json.dumps(out), flush=True)  # before the (slow) comparison
     if args.compare:
         with tempfile.TemporaryDirectory(prefix="pw-mp-scrape-plain-") as path:
@@ -131,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 registry = CollectorRegistry()
                 MultiProcessCollector(registry, path)
-                times, _ = _time_scrapes(registry, args.scrapes)
+                times, _, _ = _time_scrapes(registry, args.scrapes)
             finally:
                 _finish(handles, args.live)
             out["plain_files"] = len(list(Path(path).glob("*.db")))

@@ -54,6 +54,8 @@ class _File:
     used: int = 8
     ids: list[int] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)  # value positions, in doubles
+    id_set: set[int] = field(default_factory=set)
+    metrics: set[str] = field(default_factory=set)
 
 
 class FastReader:
@@ -103,7 +105,10 @@ class FastReader:
                 raise RuntimeError(f"poolwatch: {path} is corrupted")
             text = data[pos + 4 : pos + 4 + n].decode("utf-8")
             pos += 4 + n + (8 - (n + 4) % 8)
-            cached.ids.append(self._key(text))
+            i = self._key(text)
+            cached.ids.append(i)
+            cached.id_set.add(i)
+            cached.metrics.add(self._keys[i].metric)
             cached.slots.append(pos // 8)
             pos += 16
         cached.used = used
@@ -121,6 +126,8 @@ class FastReader:
         recent: dict[int, tuple[float, float]] = {}
         per_pid: dict[tuple[int, str], float] = {}
         types: dict[str, str] = {}
+        acc: list[float] = []
+        summed: set[int] = set()
         names = sorted(n for n in os.listdir(self.path) if n.endswith(".db"))
         live = set(names)
         for stale in [n for n in self._files if n not in live]:
@@ -137,8 +144,9 @@ class FastReader:
             if typ == "gauge":
                 mode = parts[1]
                 pid = parts[2][:-3]
+                for metric in cached.metrics:
+                    types.setdefault(metric, typ)
                 for i, slot in zip(cached.ids, slots, strict=True):
-                    types.setdefault(keys[i].metric, typ)
                     v = values[slot]
                     if mode in ("sum", "livesum"):
                         sums[i] = sums.get(i, 0.0) + v
@@ -155,10 +163,16 @@ class FastReader:
                     else:  # all, liveall: one series per process
                         per_pid[(i, pid)] = v
             else:
+                # The bulk of the work (every bucket of every process): a list indexed by key.
+                if len(acc) < len(keys):
+                    acc.extend([0.0] * (len(keys) - len(acc)))
                 for i, slot in zip(cached.ids, slots, strict=True):
-                    sums[i] = sums.get(i, 0.0) + values[slot]
-                for i in cached.ids:
-                    types.setdefault(keys[i].metric, typ)
+                    acc[i] += values[slot]
+                summed |= cached.id_set
+                for metric in cached.metrics:
+                    types.setdefault(metric, typ)
+        for i in summed:
+            sums[i] = sums.get(i, 0.0) + acc[i]
         return self._write(types, sums, maxes, mins, recent, per_pid, openmetrics)
 
     def _write(
