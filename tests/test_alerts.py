@@ -4,14 +4,9 @@ annotations, runbooks) holds."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +14,9 @@ import pytest
 import sqlalchemy
 import yaml
 
+from tests.support.promql import poll, query, server_values
 from tests.support.rules import REPO, RULE_TESTS, RULES_FILE, alerts, load_rules, scale_durations
 from tests.support.services import (
-    PrometheusServer,
     free_port,
     prometheus,
     prometheus_binary,
@@ -375,29 +370,6 @@ time.sleep(seconds)
 """
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll until `check` returns something truthy; the deadline is a bound, not an assertion
-    about time."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.5)
-    return result
-
-
-def _query(server: PrometheusServer, expr: str) -> list[dict[str, Any]]:
-    url = f"{server.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def _values(server: PrometheusServer, expr: str) -> dict[tuple[str, str], float]:
-    return {(s["metric"].get("server_address", ""), s["metric"].get("server_port", "")):
-            float(s["value"][1]) for s in _query(server, expr)}
-
-
 @pytest.mark.scenario
 def test_per_server_rules_on_a_real_prometheus_scraping_a_real_app(
         postgres_url: str, tmp_path: Path) -> None:
@@ -429,33 +401,33 @@ def test_per_server_rules_on_a_real_prometheus_scraping_a_real_app(
                       {"targets": [f"127.0.0.1:{port}"]}]}]}
         rules = scale_durations(RULES_FILE.read_text(), 1 / 30)
         with prometheus(yaml.safe_dump(config), {"rules/poolwatch.rules.yml": rules}) as prom:
-            _poll("the server's limit recorded",
-                  lambda: _values(prom, "poolwatch:server_connections_max:min"))
-            assert _values(prom, "poolwatch:server_connections_max:min") == {key: allowed}
-            assert _values(prom, "poolwatch:server_connection_demand:sum") == {key: allowed + 10}
-            assert _values(prom, "poolwatch:server_connections_open:sum") == {key: 2}
+            poll("the server's limit recorded",
+                  lambda: server_values(prom, "poolwatch:server_connections_max:min"))
+            assert server_values(prom, "poolwatch:server_connections_max:min") == {key: allowed}
+            assert server_values(prom, "poolwatch:server_connection_demand:sum") == {key: allowed + 10}
+            assert server_values(prom, "poolwatch:server_connections_open:sum") == {key: 2}
 
             def budget_alert() -> list[dict[str, Any]]:
-                return [a for a in _query(prom, 'ALERTS{alertname="DBConnectionBudgetExceeded"}')
+                return [a for a in query(prom, 'ALERTS{alertname="DBConnectionBudgetExceeded"}')
                         if a["metric"]["alertstate"] in ("pending", "firing")]
 
-            (alert,) = _poll("DBConnectionBudgetExceeded pending", budget_alert)
+            (alert,) = poll("DBConnectionBudgetExceeded pending", budget_alert)
             assert {k: alert["metric"][k] for k in ("server_address", "server_port", "role",
                                                      "severity")} == {
                 "server_address": key[0], "server_port": key[1], "role": "primary",
                 "severity": "warning"}
-            assert not _query(prom, 'ALERTS{alertname="DBServerConnectionsNearLimit"}')
+            assert not query(prom, 'ALERTS{alertname="DBServerConnectionsNearLimit"}')
 
             app.kill()
             app.wait(10)
-            _poll("the target down", lambda: _query(prom, 'up{job="pw-alerts"} == 0'))
+            poll("the target down", lambda: query(prom, 'up{job="pw-alerts"} == 0'))
             # The first failed scrape marked the app's series stale, so the next evaluation
             # counts nothing (without staleness the last samples would count for the 5m
             # lookback, far past this bound).
-            _poll("the server's sums gone", lambda: not (
-                _query(prom, "poolwatch:server_connection_demand:sum")
-                or _query(prom, "pool:poolwatch_pool:live")), timeout=30)
-            _poll("the budget alert gone", lambda: not budget_alert(), timeout=30)
+            poll("the server's sums gone", lambda: not (
+                query(prom, "poolwatch:server_connection_demand:sum")
+                or query(prom, "pool:poolwatch_pool:live")), timeout=30)
+            poll("the budget alert gone", lambda: not budget_alert(), timeout=30)
     finally:
         app.kill()
         app.wait(10)

@@ -116,6 +116,16 @@ def test_primary_and_replica_side_by_side_with_user_labels(registry, make_engine
         poolwatch.instrument(make_engine("sqlite://"), labels={"team": "x"}, registry=registry)
 
 
+def test_the_typed_options_are_every_setting() -> None:
+    # A setting missing from Options is one a mypy-checked application cannot pass.
+    from dataclasses import fields
+
+    from poolwatch import Options, Settings
+
+    assert set(Options.__annotations__) == {f.name for f in fields(Settings)} | {
+        "registry", "tracer_provider", "meter_provider"}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
