@@ -193,9 +193,13 @@ def apply_config(engine: Engine, config: str) -> Applied:
     if config in ("pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null", "pw_mp"):
         if config == "pw_mp":
             # This worker process's own directory: the files it writes are the only ones there.
+            import atexit
+            import shutil
             import tempfile
 
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="pw-bench-mp-")
+            mp_dir = tempfile.mkdtemp(prefix="pw-bench-mp-")
+            atexit.register(shutil.rmtree, mp_dir, True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
         if config == "pw_py":
             # Read once, when poolwatch.core.build is first imported (nothing imported it yet).
             os.environ["POOLWATCH_PURE_PYTHON"] = "1"
