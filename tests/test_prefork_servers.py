@@ -413,6 +413,11 @@ def test_celery_prefork_pool(env: dict[str, str], tmp_path: Path, postgres_url: 
 # --- uWSGI -----------------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="uWSGI 2.0.31 here: an idle worker's sampler thread was seen not to run until the "
+    "worker serves a request, so its pool is missing from the gauges (issue #15, open)",
+)
 def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str) -> None:
     uwsgi = BIN / "uwsgi"
     if not uwsgi.exists():
@@ -445,6 +450,7 @@ def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str)
             get(f"http://127.0.0.1:{app_port}/query")
         assert until(read.waits, 6, "waits") == 6
         assert read.used() == 0
+    assert list(Path(env["TMPDIR"]).iterdir()) == []  # the master removed its private directory
 
 
 def test_the_tools_are_pinned() -> None:

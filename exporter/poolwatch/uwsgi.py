@@ -37,6 +37,7 @@ else:
 
     def _at_exit() -> None:
         service.flush_now()
+        service.stop_master()  # only in the master, which made the private directory
         if callable(_previous):
             _previous()
 
