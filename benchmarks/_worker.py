@@ -88,7 +88,10 @@ def main() -> int:
                     )
                 if applied.handle is not None and hasattr(applied.handle, "uninstrument"):
                     applied.handle.uninstrument()
-                engine.dispose()
+                if hasattr(engine, "dispose"):
+                    engine.dispose()
+                elif not hasattr(engine, "__aenter__"):  # a psycopg_pool pool (async: exit)
+                    engine.close()
                 send({"evidence": ev})
                 return 0
             else:

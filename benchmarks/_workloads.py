@@ -135,11 +135,116 @@ def _contention_pg(params: dict[str, Any]) -> tuple[Engine, Run]:
     return engine, run
 
 
-WORKLOADS: dict[str, Callable[[dict[str, Any]], tuple[Engine, Run]]] = {
+# psycopg_pool: the same workloads on a pool of its own (opened at the first run, after the
+# configuration is attached, so OpenTelemetry's psycopg instrumentation sees every connect).
+
+
+def _conninfo(params: dict[str, Any]) -> str:
+    from sqlalchemy import make_url
+
+    u = make_url(params["url"])
+    parts = {"host": u.host, "port": u.port, "user": u.username, "password": u.password,
+             "dbname": u.database, "application_name": app_name()}
+    return " ".join(f"{k}={v}" for k, v in parts.items() if v)
+
+
+def _pg_pool(params: dict[str, Any], size: int) -> Any:
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(_conninfo(params), min_size=size, max_size=size, timeout=60, open=False)
+
+
+def _opened(pool: Any, run: Run) -> Run:
+    def first(n: int) -> None:
+        if pool.closed:
+            pool.open(wait=True)
+        run(n)
+
+    return first
+
+
+def _pgpool_connect_pass(params: dict[str, Any]) -> tuple[Any, Run]:
+    pool = _pg_pool(params, 5)
+
+    def run(n: int) -> None:
+        connection = pool.connection
+        for _ in range(n):
+            with connection():
+                pass
+
+    return pool, _opened(pool, run)
+
+
+def _pgpool_select1(params: dict[str, Any]) -> tuple[Any, Run]:
+    pool = _pg_pool(params, 5)
+
+    def run(n: int) -> None:
+        connection = pool.connection
+        for _ in range(n):
+            with connection() as c:
+                c.execute("SELECT 1")
+
+    return pool, _opened(pool, run)
+
+
+def _pgpool_contention(params: dict[str, Any]) -> tuple[Any, Run]:
+    threads = int(params.get("threads", 32))
+    pool = _pg_pool(params, int(params.get("pool_size", 5)))
+
+    def worker(count: int, barrier: threading.Barrier) -> None:
+        connection = pool.connection
+        barrier.wait()
+        for _ in range(count):
+            with connection() as c:
+                c.execute("SELECT 1")
+
+    def run(n: int) -> None:
+        per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+        barrier = threading.Barrier(threads + 1)
+        ts = [threading.Thread(target=worker, args=(k, barrier)) for k in per]
+        for t in ts:
+            t.start()
+        barrier.wait()
+        for t in ts:
+            t.join()
+
+    return pool, _opened(pool, run)
+
+
+def _pgpool_async_select1(params: dict[str, Any]) -> tuple[Any, Run]:
+    """``async with pool.connection() as c: await c.execute("SELECT 1")``, one task, on one
+    event loop kept for the life of the worker."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    loop = asyncio.new_event_loop()
+    pool = AsyncConnectionPool(_conninfo(params), min_size=5, max_size=5, timeout=60,
+                               open=False)
+
+    async def many(n: int) -> None:
+        if pool.closed:
+            await pool.open(wait=True)
+        connection = pool.connection
+        for _ in range(n):
+            async with connection() as c:
+                await c.execute("SELECT 1")
+
+    def run(n: int) -> None:
+        loop.run_until_complete(many(n))
+
+    return pool, run
+
+
+WORKLOADS: dict[str, Callable[[dict[str, Any]], tuple[Any, Run]]] = {
     "connect_pass": _connect_pass,
     "select1_sqlite": _select1_sqlite,
     "select1_pg": _select1_pg,
     "contention_pg": _contention_pg,
+    "pgpool_connect_pass": _pgpool_connect_pass,
+    "pgpool_select1": _pgpool_select1,
+    "pgpool_contention": _pgpool_contention,
+    "pgpool_async_select1": _pgpool_async_select1,
 }
 
 
@@ -219,6 +324,15 @@ def apply_config(engine: Engine, config: str) -> Applied:
         elif config == "pw_null":
             kw.update(statement_metrics=False, prometheus=False)
         a.handle = poolwatch.instrument(engine, **kw)
+        return a
+    if config == "otel" and not isinstance(engine, Engine):
+        # A psycopg_pool pool: OpenTelemetry's psycopg instrumentation (it wraps psycopg's
+        # connect, so every connection the pool opens after this is traced).
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        provider, a.span_counter = counting_tracer_provider()
+        PsycopgInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+        a.handle = PsycopgInstrumentor()
         return a
     if config == "otel":
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor

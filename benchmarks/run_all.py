@@ -36,7 +36,15 @@ OVERHEAD_BUDGET = {
     "select1_sqlite": ("SELECT 1, SQLite (pool + statement metrics)", 1.20),
     "select1_pg": ("SELECT 1, PostgreSQL loopback", 1.05),
     "contention_pg": ("32 threads / pool of 5, PostgreSQL, 6,400 queries", 1.02),
+    # psycopg_pool (issue #19): against the bare pool; OpenTelemetry's psycopg instrumentation
+    # alone is the comparison row (info:otel:*).
+    "pgpool_connect_pass": ("psycopg_pool: connection(): pass, PostgreSQL", 1.10),
+    "pgpool_select1": ("psycopg_pool: SELECT 1, PostgreSQL loopback", 1.05),
+    "pgpool_contention": ("psycopg_pool: 32 threads / max_size=5, 6,400 queries", 1.03),
+    "pgpool_async_select1": ("psycopg_pool async: SELECT 1, PostgreSQL loopback", 1.05),
 }
+#: Workloads with a tracing-vs-OpenTelemetry row (poolwatch's SQLAlchemy statement spans).
+TRACED = ("connect_pass", "select1_sqlite", "select1_pg", "contention_pg")
 #: "clearly cheaper" than the OpenTelemetry SQLAlchemy instrumentation alone: at most this
 #: fraction of its time on the same workload (median of per-round pw_trace/otel ratios).
 TRACING_VS_OTEL = 0.90
@@ -48,6 +56,10 @@ STEPS: list[tuple[str, str, list[str], list[str], float, float]] = [
     ("select1_sqlite", "select1_sqlite.py", [], [], 600, 40),
     ("select1_pg", "select1_pg.py", [], [], 900, 40),
     ("contention_pg", "contention_pg.py", [], [], 1800, 60),
+    ("pgpool_connect_pass", "pgpool_connect_pass.py", [], [], 900, 60),
+    ("pgpool_select1", "pgpool_select1.py", [], [], 900, 60),
+    ("pgpool_contention", "pgpool_contention.py", [], [], 1800, 90),
+    ("pgpool_async_select1", "pgpool_async_select1.py", [], [], 900, 60),
     ("scrape", "scrape.py", [], [], 300, 60),
     ("memory", "memory.py", [], [], 300, 40),
     # The three variants take ~20 s on a busy 2-core VM; the watchdog catches hangs, not slowness.
@@ -224,6 +236,8 @@ def judge(steps: dict[str, StepResult]) -> list[Row]:
 
     # tracing vs OpenTelemetry's instrumentation alone
     for wl, (what, _) in OVERHEAD_BUDGET.items():
+        if wl not in TRACED:
+            continue
         st, key = steps.get(wl), f"tracing:{wl}"
         lim = f"<= {TRACING_VS_OTEL:.2f}x OTel"
         what_t = f"tracing on vs OTel alone: {what.split(',')[0]}" + (
@@ -265,6 +279,24 @@ def judge(steps: dict[str, StepResult]) -> list[Row]:
         )
         rows.append(
             Row("check:engine_leak", what, detail, "-", "-", "0", "PASS" if alive == 0 else "FAIL")
+        )
+
+    # information: OpenTelemetry's psycopg instrumentation alone vs the bare pool
+    for wl, (what, _) in OVERHEAD_BUDGET.items():
+        st = steps.get(wl)
+        if wl in TRACED or st is None or st.status != "ok" or not _cfg(st.data or {}, "otel"):
+            continue
+        r, (lo, hi) = _ratio_rows(st, "otel", "bare")
+        rows.append(
+            Row(
+                f"info:otel:{wl}",
+                f"OpenTelemetry psycopg instrumentation alone: {what}",
+                fmt_time(_cfg(st.data, "otel")["median_ns_per_op"]),  # type: ignore
+                f"{r:.3f}x",
+                f"{lo:.3f}-{hi:.3f}",
+                "-",
+                "INFO",
+            )
         )
 
     # information: leak detection on, memory per pool
@@ -347,176 +379,6 @@ def render(rows: list[Row], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-DOC = REPO / "docs" / "performance.md"
-DOC_START, DOC_END = "<!-- results:start -->", "<!-- results:end -->"
-DETAIL_CONFIGS = ("bare", "pw", "pw_py", "pw_trace", "pw_leak", "otel", "bare_aa")
-
-
-def results_markdown(
-    info: dict[str, Any], rows: list[Row], steps: dict[str, StepResult], seconds: float
-) -> str:
-    """The results section of docs/performance.md: machine, budget table, details."""
-    pk = info.get("packages") or {}
-    la0, la1 = info.get("loadavg_start", (0, 0, 0)), info.get("loadavg_end", (0, 0, 0))
-    out = [
-        f"Measured {info.get('date', '?')}, full run of `python benchmarks/run_all.py` "
-        f"({seconds / 60:.0f} min; 1-minute load average {la0[0]:.2f} at the start, "
-        f"{la1[0]:.2f} at the end).",
-        "",
-        "| machine | |",
-        "|---|---|",
-        f"| cores (`nproc`) | {info.get('nproc')} |",
-        f"| CPU (/proc/cpuinfo) | {info.get('cpu_model', '?')} |",
-        f"| memory | {info.get('mem_gib', '?')} GiB |",
-        f"| OS | {info.get('platform', '?')} |",
-        f"| Python | {info.get('implementation', '')} {info.get('python')} |",
-        f"| SQLAlchemy | {pk.get('SQLAlchemy')} |",
-        f"| prometheus_client | {pk.get('prometheus_client')} |",
-        f"| psycopg | {pk.get('psycopg')} |",
-        f"| opentelemetry-sdk / -instrumentation-sqlalchemy | {pk.get('opentelemetry-sdk')} / "
-        f"{pk.get('opentelemetry-instrumentation-sqlalchemy')} |",
-        f"| SQLite | {pk.get('sqlite')} |",
-        f"| PostgreSQL | {info.get('postgresql')} on {info.get('pg_url')} (same machine, "
-        "loopback TCP) |",
-        "",
-        "### Budget",
-        "",
-        render(rows, markdown=True),
-        "",
-        "### Every configuration, per workload",
-        "",
-        "Median wall time per operation (process CPU time in brackets: the client's only, so "
-        "for PostgreSQL it excludes the server), and the median of the per-round ratios to "
-        "`bare` with its bootstrap 95 % interval.",
-        "",
-    ]
-    for wl, (what, _) in OVERHEAD_BUDGET.items():
-        st = steps.get(wl)
-        if st is None or st.status != "ok" or not st.data:
-            out += [f"**{what}**: {st.status if st else 'not run'}", ""]
-            continue
-        d = st.data
-        p = d.get("params") or {}
-        extra = f", {p['threads']} threads, pool_size {p['pool_size']}" if "threads" in p else ""
-        if "server_cpu" in p:
-            extra += (
-                ", server backends not pinned"
-                if p["server_cpu"] is None
-                else f", server backends on core {p['server_cpu']}"
-            )
-        procs = d.get("processes", 1)
-        out += [
-            f"**{what}** ({d['rounds']} rounds x {d['ops_per_round']} operations in {procs} "
-            f"successive process{'es' if procs != 1 else ''} per configuration{extra})",
-            "",
-            "| config | wall / op | (CPU / op) | ratio to bare | 95 % CI | evidence |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name in DETAIL_CONFIGS:
-            c = (d.get("configs") or {}).get(name)
-            if not c:
-                continue
-            ci = c.get("ratio_to_bare_ci95")
-            ev = ", ".join(f"{k} {v}" for k, v in (c.get("evidence") or {}).items())
-            out.append(
-                f"| `{name}` | {fmt_time(c['median_ns_per_op'])} | "
-                f"({fmt_time(c['median_cpu_ns_per_op'])}) | "
-                f"{c.get('ratio_to_bare_median', 1.0):.3f}x | "
-                f"{f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else ''} | {ev} |"
-            )
-        out.append("")
-    st = steps.get("scrape")
-    if st is not None and st.status == "ok" and st.data:
-        d = st.data
-        fam = ", ".join(f"`{k}` {v}" for k, v in list(d["samples_by_family"].items())[:4])
-        pw = d.get("poolwatch_exposition")
-        pw_text = (
-            f" poolwatch's own exposition (`poolwatch.exposition.generate_latest`, what its "
-            f"HTTP exporter serves): median {pw['median_ns'] / 1e6:.1f} ms (min "
-            f"{pw['min_ns'] / 1e6:.1f}, max {pw['max_ns'] / 1e6:.1f}); same series as "
-            f"prometheus_client's: {pw['same_series_as_prometheus_client']}."
-            if pw
-            else ""
-        )
-        out += [
-            "### Scrape",
-            "",
-            f"{d['pools']} pools x {d['summaries_per_pool']} summaries: {d['samples']} samples, "
-            f"{d['exposition_bytes'] // 1024} KiB of exposition. "
-            f"`prometheus_client.generate_latest`: median "
-            f"{d['median_ns'] / 1e6:.1f} ms over {d['scrapes']} scrapes (min "
-            f"{d['min_ns'] / 1e6:.1f}, max {d['max_ns'] / 1e6:.1f}); `registry.collect()` alone "
-            f"{d['collect_only_median_ns'] / 1e6:.1f} ms, so prometheus_client's text formatting "
-            f"is the other {(d['median_ns'] - d['collect_only_median_ns']) / 1e6:.1f} ms."
-            + pw_text
-            + f" Largest families: {fam}.",
-            "",
-        ]
-    st = steps.get("memory")
-    if st is not None and st.status == "ok" and st.data:
-        d = st.data
-        out += [
-            "### Memory and engine lifetime",
-            "",
-            f"Per instrumented pool ({d['pools']} pools, tracemalloc): "
-            f"{d['bytes_per_pool_after_instrument'] / 1024:.1f} KiB after `instrument()`, "
-            f"{d['bytes_per_pool_after_first_use'] / 1024:.1f} KiB after the first checkout and "
-            f"statement (bare control: {d['bare_control_bytes_per_pool']} B). Largest sites: "
-            + "; ".join(
-                f"{t['where']} {t['bytes_per_pool']} B" for t in d["top_allocation_sites"][:4]
-            )
-            + ".",
-            "",
-        ]
-    st = steps.get("engine_leak")
-    if st is not None:
-        if st.status == "ok" and st.data:
-            parts = [
-                f"`{k}`: {v['alive_engines']} engines and {v['alive_pools']} pools alive, "
-                f"{v['pools_still_exported']} still exported, {v['bytes_held_per_engine']} B "
-                "held per dropped engine"
-                for k, v in st.data.items()
-            ]
-            out += [
-                "1,000 engines instrumented, used, disposed and dropped: " + "; ".join(parts) + ".",
-                "",
-            ]
-        else:
-            out += [f"1,000-engine check: **{st.status}** (see the budget table).", ""]
-    st = steps.get("floor")
-    if st is not None and st.status == "ok" and st.data:
-        m, added, seam = st.data["micro_ns"], st.data["seam_added_ns"], st.data["seam"]
-        bare = seam["configs"]["bare"]["median_ns_per_op"]
-        out += [
-            "### Floor",
-            "",
-            "| operation | cost |",
-            "|---|---|",
-            *[f"| {k} | {v:.0f} ns |" for k, v in m.items() if k != "empty loop"],
-            f"| SQLite `SELECT 1`, bare | {fmt_time(bare)} |",
-            *[
-                f"| ... plus {HELP_SEAM[k]} | {signed(v)} "
-                f"({seam['configs'][k]['ratio_to_bare_median']:.3f}x) |"
-                for k, v in added.items()
-            ],
-            "",
-        ]
-    return "\n".join(out).rstrip() + "\n"
-
-
-HELP_SEAM = {
-    "noop_cursor": "a no-op `before_cursor_execute` + `after_cursor_execute` listener",
-    "noop_do_execute": "a no-op `DialectEvents.do_execute` listener",
-    "noop_dialect_wrap": "a pass-through wrapper on the dialect's `do_execute` (poolwatch's seam)",
-}
-
-
-def update_doc(section: str, path: Path = DOC) -> None:
-    text = path.read_text()
-    a, b = text.index(DOC_START), text.index(DOC_END)
-    path.write_text(text[: a + len(DOC_START)] + "\n" + section + text[b:])
-
-
 def load_json(path: str) -> tuple[dict[str, Any], dict[str, StepResult], float, bool]:
     raw = json.loads(Path(path).read_text())
     steps = {
@@ -532,12 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated subset of: " + ", ".join(s[0] for s in STEPS))
     p.add_argument("--json", metavar="PATH", help="write every result and the verdicts as JSON")
     p.add_argument(
-        "--markdown", metavar="PATH", help="write the results section (as in the docs) to PATH"
-    )
-    p.add_argument(
-        "--update-docs",
-        action="store_true",
-        help="rewrite the results section of docs/performance.md (full runs only)",
+        "--markdown", action="store_true", help="print the budget table as Markdown (to paste)"
     )
     p.add_argument(
         "--from-json", metavar="PATH", help="do not run: judge and render a saved --json file"
@@ -595,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         f"poolwatch performance budget ({'QUICK - not a measurement' if args.quick else 'full'} "
         f"run, {total:.0f} s, load {la0[0]:.2f} -> {la1[0]:.2f}):"
     )
-    print(render(rows))
+    print(render(rows, markdown=args.markdown))
 
     broken = [s.name for s in steps.values() if s.status in ("crashed", "hung")]
     leak = [r for r in rows if r.key == "check:engine_leak" and r.verdict == "FAIL"]
@@ -617,15 +474,6 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    section = results_markdown(info, rows, steps, total)
-    if args.markdown:
-        Path(args.markdown).write_text(section)
-    if args.update_docs:
-        if args.quick or only:
-            print("--update-docs: only a full run of every benchmark goes into the docs")
-        else:
-            update_doc(section)
-            print(f"\nupdated {DOC.relative_to(REPO)}")
     if broken:
         print(f"\nERROR: benchmark(s) crashed or hung: {', '.join(broken)}")
     if leak:

@@ -35,6 +35,14 @@ EXPECTED_ROWS = {
     "memory per instrumented pool (tracemalloc)": False,
     "floor: perf_counter pair / Histogram.observe / Gauge.inc": False,
     "floor: no-op cursor listener / do_execute wrap, SELECT 1": False,
+    "psycopg_pool: connection(): pass, PostgreSQL": True,
+    "psycopg_pool: SELECT 1, PostgreSQL loopback": True,
+    "psycopg_pool: 32 threads / max_size=5, 6,400 queries": True,
+    "psycopg_pool async: SELECT 1, PostgreSQL loopback": True,
+    "OpenTelemetry psycopg instrumentation alone: psycopg_pool: connection(): pass, PostgreSQL": True,
+    "OpenTelemetry psycopg instrumentation alone: psycopg_pool: SELECT 1, PostgreSQL loopback": True,
+    "OpenTelemetry psycopg instrumentation alone: psycopg_pool: 32 threads / max_size=5, 6,400 queries": True,
+    "OpenTelemetry psycopg instrumentation alone: psycopg_pool async: SELECT 1, PostgreSQL loopback": True,
 }  # row -> needs PostgreSQL
 
 
@@ -53,7 +61,7 @@ def test_quick_suite_completes_and_prints_every_row(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,  # with the four psycopg_pool workloads
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"quick benchmark run failed (exit {proc.returncode}):\n{out}"

@@ -164,7 +164,15 @@ def test_psycopg_pool_creator_recipe(postgres_url: str) -> None:
     assert statements(exposition, "orders") == 6
     assert sample(exposition, "db_client_connection_create_time_seconds_count", db_client_connection_pool_name="orders") == 6
     assert sample(exposition, "db_client_connection_count", db_client_connection_pool_name="orders", db_client_connection_state="used") == 0
-    assert "db_client_connection_max{" not in exposition  # NullPool: the limit is psycopg_pool's
+    assert 'db_client_connection_max{db_client_connection_pool_name="orders"' not in exposition
+    # ... the limit is psycopg_pool's, and its pool says so.
+    psycopg = {"db_client_connection_pool_name": "orders-psycopg"}
+    assert sample(exposition, "db_client_connection_max", **psycopg) == 4
+    assert sample(exposition, "db_client_connection_wait_time_seconds_count", **psycopg) == 6
+    assert sample(exposition, "db_client_connection_count", db_client_connection_state="used", **psycopg) == 0
+    assert sample(exposition, "db_client_connection_count", db_client_connection_state="idle", **psycopg) == 1
+    # statement_metrics=False there: the engine's series count each statement once.
+    assert 'db_client_operation_duration_seconds_count{db_client_connection_pool_name="orders-psycopg"' not in exposition
 
 
 class _OTLPReceiver(http.server.BaseHTTPRequestHandler):

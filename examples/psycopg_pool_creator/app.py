@@ -5,12 +5,14 @@ uses psycopg directly) and wants SQLAlchemy to borrow from it instead of keeping
 ``close_returns=True`` makes ``close()`` hand a connection back to the psycopg pool, which is
 what ``NullPool`` calls when SQLAlchemy is done with it.
 
-What poolwatch sees here is SQLAlchemy's side: every checkout calls ``creator`` (so
+poolwatch sees both sides. The engine (``orders``): every checkout calls ``creator`` (so
 ``db_client_connection_create_time_seconds`` counts borrowings from the psycopg pool, and
-measures how long each took), statements, hold times, errors. ``NullPool`` has no limit, so
-there is no ``db_client_connection_max`` and no saturation: the true limit is the psycopg
-pool's ``max_size``, and waiting happens inside ``getconn``. Instrumenting the psycopg_pool
-itself gives those (issue #19).
+measures how long each took), statements, hold times, errors; ``NullPool`` has no limit, so it
+has no ``db_client_connection_max``. The psycopg pool (``orders-psycopg``, its own ``name=``):
+the true limit (``max_size``), the waits inside ``getconn``, its ``PoolTimeout``s. It is
+instrumented before ``pool.getconn`` is handed to ``create_engine``, so the creator is
+poolwatch's wrapper (a method bound earlier would bypass it; poolwatch says so in the log).
+Statements are timed on both names; ``statement_metrics=False`` on one of them counts them once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ pg_pool = ConnectionPool(
     conninfo, min_size=1, max_size=4, timeout=10, close_returns=True, open=True,
     name="orders-psycopg",
 )  # fmt: skip
+poolwatch.instrument(pg_pool, statement_metrics=False)  # the engine times the statements
 engine = create_engine("postgresql+psycopg://", creator=pg_pool.getconn, poolclass=NullPool)
 poolwatch.instrument(engine, name="orders")
 

@@ -1,6 +1,6 @@
-"""poolwatch: see your SQLAlchemy connection pool run dry before your users do.
+"""poolwatch: see your connection pool run dry before your users do.
 
-One line at startup::
+One line at startup, for a SQLAlchemy engine or a psycopg_pool pool::
 
     import poolwatch
     poolwatch.instrument(engine)
@@ -70,13 +70,17 @@ _NOT_SETTINGS = ("registry", "tracer_provider", "meter_provider")
 def instrument(engine: None = None, **options: Unpack[Options]) -> AllEngines: ...
 @overload
 def instrument(engine: Engine | AsyncEngine, **options: Unpack[Options]) -> Instrumentation: ...
+@overload
+def instrument(engine: Any, **options: Unpack[Options]) -> Instrumentation: ...
 
 
 def instrument(
-    engine: Engine | AsyncEngine | None = None, **options: Unpack[Options]
+    engine: Any = None, **options: Unpack[Options]
 ) -> Instrumentation | AllEngines:
-    """Instrument ``engine`` (an ``Engine`` or ``AsyncEngine``), or with no engine every engine
-    created from now on. Calling it again for the same engine returns the same handle.
+    """Instrument ``engine`` (an ``Engine`` or ``AsyncEngine``, or a psycopg_pool
+    ``ConnectionPool``, ``AsyncConnectionPool``, ``NullConnectionPool`` or
+    ``AsyncNullConnectionPool``), or with no engine every engine created from now on. Calling it
+    again for the same engine or pool returns the same handle.
 
     Every setting not passed is read from ``POOLWATCH_<SETTING>`` in the environment, else its
     default (README, "Configuration"). A bad value raises ``ValueError`` naming the setting; an

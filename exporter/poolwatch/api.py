@@ -104,8 +104,8 @@ def instrument(target: Any, options: dict[str, Any], *, automatic: bool = False)
     source = source_for(target)
     if source is None:
         raise TypeError(
-            f"poolwatch: instrument() takes a sqlalchemy Engine or AsyncEngine, not "
-            f"{type(target).__name__}"
+            f"poolwatch: instrument() takes a sqlalchemy Engine or AsyncEngine or a psycopg_pool "
+            f"pool, not {type(target).__name__}"
         )
     inst: Instrumentation = source.instrument(target, given, telemetry, automatic=automatic)
     _check_prefork(inst.settings)

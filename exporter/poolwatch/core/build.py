@@ -31,8 +31,9 @@ from poolwatch.core.config import _parse_bool
 from poolwatch.core.errors import logger
 
 __all__ = [
-    "COMPILED", "Buckets", "Series", "Switch", "checkin_wrapper", "checkout_wrapper",
-    "compiled_build", "execute_wrapper", "pure_python_requested",
+    "COMPILED", "Buckets", "Series", "Switch", "async_checkin_wrapper", "async_checkout_wrapper",
+    "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper", "compiled_build",
+    "cursor_execute_wrapper", "execute_wrapper", "pure_python_requested",
 ]  # fmt: skip
 
 
@@ -112,6 +113,10 @@ Series: type[interpreted.Series] = interpreted.Series
 checkout_wrapper = interpreted.checkout_wrapper
 checkin_wrapper = interpreted.checkin_wrapper
 execute_wrapper = interpreted.execute_wrapper
+async_checkout_wrapper = interpreted.async_checkout_wrapper
+async_checkin_wrapper = interpreted.async_checkin_wrapper
+cursor_execute_wrapper = interpreted.cursor_execute_wrapper
+async_cursor_execute_wrapper = interpreted.async_cursor_execute_wrapper
 Buckets: type[interpreted.Buckets] | None = None
 """The compiled bucket counter poolwatch's histograms record into, or None: interpreted, they
 defer values to a ``deque`` instead (see :mod:`poolwatch.backends.prometheus.histogram`)."""
@@ -122,3 +127,7 @@ if COMPILED:
     checkout_wrapper = _module.checkout_wrapper
     checkin_wrapper = _module.checkin_wrapper
     execute_wrapper = _module.execute_wrapper
+    async_checkout_wrapper = _module.async_checkout_wrapper
+    async_checkin_wrapper = _module.async_checkin_wrapper
+    cursor_execute_wrapper = _module.cursor_execute_wrapper
+    async_cursor_execute_wrapper = _module.async_cursor_execute_wrapper

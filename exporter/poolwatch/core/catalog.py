@@ -137,13 +137,15 @@ CATALOG: tuple[Metric, ...] = (
         "max", "db.client.connection.max", "gauge", "{connection}",
         "Most connections the pool may open (QueuePool: pool_size + max_overflow).",
         "most connections the pool may open (QueuePool: `pool_size + max_overflow`; StaticPool: "
-        "1); absent when unbounded (NullPool, SingletonThreadPool)",
+        "1; psycopg_pool: `max_size`); absent when unbounded (NullPool, SingletonThreadPool, a "
+        "psycopg_pool null pool with `max_size=0`)",
         otel_instrument="observable_up_down_counter", observe=_limit("max"),
     ),
     Metric(
         "idle_max", "db.client.connection.idle.max", "gauge", "{connection}",
         "Most idle connections the pool keeps (QueuePool: pool_size).",
-        "most idle connections kept (QueuePool: `pool_size`; NullPool: 0)",
+        "most idle connections kept (QueuePool: `pool_size`; NullPool and psycopg_pool's null "
+        "pools: 0; psycopg_pool: `max_size`, until `max_idle` shrinks it back to `min_size`)",
         otel_instrument="observable_up_down_counter", observe=_limit("idle_max"),
     ),
     Metric(
@@ -162,7 +164,8 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "timeouts", "db.client.connection.timeouts", "counter", "{timeout}",
         "Checkouts that gave up waiting for a connection (the pool raised its timeout error).",
-        "checkouts that gave up waiting (the pool raised `sqlalchemy.exc.TimeoutError`)",
+        "checkouts that gave up waiting (the pool raised `sqlalchemy.exc.TimeoutError`, "
+        "psycopg_pool `PoolTimeout`)",
     ),
     Metric(
         "wait_time", "db.client.connection.wait_time", "histogram", "s",
@@ -202,7 +205,8 @@ CATALOG: tuple[Metric, ...] = (
         "invalidations", "poolwatch.connection.invalidations", "counter", "{invalidation}",
         "Connections invalidated, by kind (hard, soft, pre_ping) and reason (exception type).",
         "connections invalidated; `reason` is the error type (SQLSTATE class or exception "
-        "class, at most 20 per pool) or `none`",
+        "class, at most 20 per pool) or `none`; psycopg_pool: `kind=\"hard\"`, `reason` = "
+        "`connection_lost` (found broken by `check`) or `bad_return` (returned closed)",
         labels=("kind", "reason"),
         labels_doc="`kind` = `hard` / `soft` / `pre_ping`, `reason`",
     ),
@@ -211,7 +215,9 @@ CATALOG: tuple[Metric, ...] = (
         "Checkouts that failed with an error other than a timeout, usually because the "
         "database refused or dropped new connections.",
         "checkouts that failed with an error other than a timeout, usually because the "
-        "database refused or dropped new connections",
+        "database refused or dropped new connections; psycopg_pool: every failed connect of "
+        "the pool (its workers retry them), and `too_many_requests` for a `max_waiting` "
+        "refusal",
         labels=("error_type",), labels_doc="`error_type` (see below)",
     ),
     Metric(
@@ -235,8 +241,10 @@ CATALOG: tuple[Metric, ...] = (
         "pool_info", "poolwatch.pool.info", "gauge", "",
         "The pool's configuration (value is always 1).",
         "the pool's configuration, and the server as the pool addresses it (`server_address`, "
-        "`server_port`, `db_namespace`: the join key of the fleet rules); empty where the pool "
-        "has no such setting",
+        "`server_port`, `db_namespace`: the join key of the fleet rules); one label set for "
+        "every pool kind (SQLAlchemy's `pool_size`, `max_overflow`, `recycle`, `pre_ping`; "
+        "psycopg_pool's `min_size`, `max_size`, `max_waiting`, `max_lifetime`, `max_idle`), "
+        "empty, so absent in Prometheus, where the pool has no such setting",
         labels=PoolLimits.INFO_LABELS,
         labels_doc=", ".join(f"`{label}`" for label in PoolLimits.INFO_LABELS),
         otel_instrument="observable_gauge", observe=_info, aggregation="max", info=True,

@@ -54,8 +54,9 @@ if not cython.compiled:
     from time import perf_counter as _clock  # the same, interpreted
 
 __all__ = [
-    "COMPILED", "Buckets", "Series", "Switch", "checkin_wrapper", "checkout_wrapper",
-    "execute_wrapper",
+    "COMPILED", "Buckets", "Series", "Switch", "async_checkin_wrapper", "async_checkout_wrapper",
+    "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper",
+    "cursor_execute_wrapper", "execute_wrapper",
 ]  # fmt: skip
 
 COMPILED: bool = cython.compiled
@@ -167,7 +168,7 @@ class Buckets:
 
 
 def checkout_wrapper(
-    connect: Callable[[], Any],
+    connect: Callable[..., Any],
     switch: Switch,
     instrumentation: Any,
     record_wait: Recorder,
@@ -175,9 +176,14 @@ def checkout_wrapper(
     drain: Callable[[], None],
     pending_limit: int,
     timeout_error: type[BaseException],
-) -> Callable[[], Any]:
-    """``pool.connect`` timed: the wait, the waiting callers, the checkout time of the record.
-    ``pending`` is None when ``record_wait`` never defers."""
+    key: str | None = "_connection_record",
+) -> Callable[..., Any]:
+    """``pool.connect`` (SQLAlchemy) or ``pool.getconn`` (psycopg_pool) timed: the wait, the
+    waiting callers, the checkout time of the connection's key. ``pending`` is None when
+    ``record_wait`` never defers. ``key`` names the attribute of what ``connect`` returns that
+    identifies the connection (SQLAlchemy's fairy: its ``_connection_record``), or None for the
+    object itself (a psycopg connection); compiled, ``getattr`` with a str costs what the
+    attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``)."""
     state = instrumentation.state
     # A slot per caller inside connect() (see PoolState.waiting_starts): a list pop and two
     # item stores, where a dict keyed by start time hashed a float twice per checkout and
@@ -189,12 +195,12 @@ def checkout_wrapper(
     leaks = instrumentation.leaks  # fixed for the life of the instrumentation
     on_wait = instrumentation.on_wait
 
-    def poolwatch_connect() -> Any:
+    def poolwatch_connect(timeout: Any = None) -> Any:
         t0: cython.double
         t1: cython.double
         slot: cython.Py_ssize_t
         if not switch.on:
-            return connect()
+            return connect() if timeout is None else connect(timeout)
         t0 = _clock()
         try:
             slot = free.pop()  # atomic: no two callers get the same slot
@@ -202,7 +208,7 @@ def checkout_wrapper(
             slot = state.new_waiting_slot()
         starts[slot] = t0
         try:
-            fairy = connect()
+            fairy = connect() if timeout is None else connect(timeout)
         except timeout_error as e:
             instrumentation._checkout_failed(t0, slot, e, timed_out=True)
             raise
@@ -215,12 +221,13 @@ def checkout_wrapper(
             # is marked free before it is offered again.
             starts[slot] = NOT_WAITING
             free.append(slot)
-            checked_out.setdefault(fairy._connection_record, t1)
+            record = fairy if key is None else getattr(fairy, key)
+            checked_out.setdefault(record, t1)
             record_wait(t1 - t0)
             if pending is not None and pending() > pending_limit:
                 drain()
             if leaks is not None:
-                leaks.checked_out(fairy._connection_record)
+                leaks.checked_out(record)
             if on_wait is not None:
                 on_wait(t0, t1, None)
         except Exception as e:
@@ -228,6 +235,67 @@ def checkout_wrapper(
         return fairy
 
     return poolwatch_connect
+
+
+def async_checkout_wrapper(
+    connect: Callable[..., Any],
+    switch: Switch,
+    instrumentation: Any,
+    record_wait: Recorder,
+    pending: Callable[[], int] | None,
+    drain: Callable[[], None],
+    pending_limit: int,
+    timeout_error: type[BaseException],
+) -> Callable[..., Any]:
+    """:func:`checkout_wrapper` for a coroutine ``connect`` (``AsyncConnectionPool.getconn``),
+    keyed by the connection itself. A task cancelled while it waits frees its slot like any
+    other failed checkout (``CancelledError`` is a ``BaseException``) and is not counted as an
+    error."""
+    state = instrumentation.state
+    starts: list[float] = state.waiting_starts
+    free: list[int] = state.waiting_free
+    checked_out: dict[Any, float] = state.checked_out
+    errors = state.errors
+    leaks = instrumentation.leaks
+    on_wait = instrumentation.on_wait
+
+    async def poolwatch_getconn(timeout: Any = None) -> Any:
+        t0: cython.double
+        t1: cython.double
+        slot: cython.Py_ssize_t
+        if not switch.on:
+            return await (connect() if timeout is None else connect(timeout))
+        t0 = _clock()
+        try:
+            slot = free.pop()
+        except IndexError:
+            slot = state.new_waiting_slot()
+        starts[slot] = t0
+        try:
+            conn = await (connect() if timeout is None else connect(timeout))
+        except timeout_error as e:
+            instrumentation._checkout_failed(t0, slot, e, timed_out=True)
+            raise
+        except BaseException as e:
+            instrumentation._checkout_failed(t0, slot, e, timed_out=False)
+            raise
+        t1 = _clock()
+        try:
+            starts[slot] = NOT_WAITING
+            free.append(slot)
+            checked_out.setdefault(conn, t1)
+            record_wait(t1 - t0)
+            if pending is not None and pending() > pending_limit:
+                drain()
+            if leaks is not None:
+                leaks.checked_out(conn)
+            if on_wait is not None:
+                on_wait(t0, t1, None)
+        except Exception as e:
+            errors.report("checkout", e)
+        return conn
+
+    return poolwatch_getconn
 
 
 def checkin_wrapper(
@@ -267,6 +335,42 @@ def checkin_wrapper(
                     errors.report("checkin", e)
 
     return poolwatch_return_conn
+
+
+def async_checkin_wrapper(
+    putconn: Callable[[Any], Any], switch: Switch, instrumentation: Any, record_use: Recorder
+) -> Callable[[Any], Any]:
+    """:func:`checkin_wrapper` for a coroutine ``putconn`` (``AsyncConnectionPool.putconn``)."""
+    state = instrumentation.state
+    checked_out: dict[Any, float] = state.checked_out
+    errors = state.errors
+    leaks = instrumentation.leaks
+
+    async def poolwatch_putconn(conn: Any) -> None:
+        t1: cython.double
+        if not switch.on:
+            await putconn(conn)
+            return
+        t1 = _clock()
+        t0 = None
+        try:
+            t0 = checked_out.pop(conn, None)
+            if t0 is None:
+                state.returned_unknown(conn)
+            if leaks is not None:
+                leaks.checked_in(conn, t0)
+        except Exception as e:
+            errors.report("checkin", e)
+        try:
+            await putconn(conn)
+        finally:
+            if t0 is not None:
+                try:
+                    record_use(t1 - t0)
+                except Exception as e:
+                    errors.report("checkin", e)
+
+    return poolwatch_putconn
 
 
 def execute_wrapper(
@@ -348,3 +452,90 @@ def execute_wrapper(
         return result
 
     return poolwatch_execute
+
+
+def cursor_execute_wrapper(
+    original: Callable[..., Any],
+    switch: Switch,
+    instrumentation: Any,
+    cache: dict[str, Series],
+    series_for: Callable[[Any], Series],
+    slow: float | None,
+    pending_limit: int,
+) -> Callable[..., Any]:
+    """A psycopg ``Cursor.execute`` timed into the statement's :class:`Series`: the method of
+    the cursor class poolwatch derives from the connection's own (see
+    :mod:`poolwatch.sources.psycopg_pool.statements`). A str query is looked up in ``cache``;
+    any other (``sql.Composed``, bytes) is summarised by ``series_for`` each time."""
+    errors = instrumentation.state.errors
+
+    def execute(
+        self: Any, query: Any, params: Any = None, *, prepare: Any = None, binary: Any = None
+    ) -> Any:
+        t0: cython.double
+        elapsed: cython.double
+        series: Series
+        if not switch.on:
+            return original(self, query, params, prepare=prepare, binary=binary)
+        found = cache.get(query) if type(query) is str else None
+        series = found if found is not None else series_for(query)
+        t0 = _clock()
+        try:
+            result = original(self, query, params, prepare=prepare, binary=binary)
+        except BaseException as e:
+            instrumentation._failed(series, query, _clock() - t0, e)
+            raise
+        elapsed = _clock() - t0
+        try:
+            series.record(elapsed)
+            if series.pending is not None and series.pending() > pending_limit:
+                series.drain()
+            if slow is not None and elapsed >= slow:
+                instrumentation._log_slow(series, query, elapsed)
+        except Exception as e:
+            errors.report("statement", e)
+        return result
+
+    return execute
+
+
+def async_cursor_execute_wrapper(
+    original: Callable[..., Any],
+    switch: Switch,
+    instrumentation: Any,
+    cache: dict[str, Series],
+    series_for: Callable[[Any], Series],
+    slow: float | None,
+    pending_limit: int,
+) -> Callable[..., Any]:
+    """:func:`cursor_execute_wrapper` for ``AsyncCursor.execute``."""
+    errors = instrumentation.state.errors
+
+    async def execute(
+        self: Any, query: Any, params: Any = None, *, prepare: Any = None, binary: Any = None
+    ) -> Any:
+        t0: cython.double
+        elapsed: cython.double
+        series: Series
+        if not switch.on:
+            return await original(self, query, params, prepare=prepare, binary=binary)
+        found = cache.get(query) if type(query) is str else None
+        series = found if found is not None else series_for(query)
+        t0 = _clock()
+        try:
+            result = await original(self, query, params, prepare=prepare, binary=binary)
+        except BaseException as e:
+            instrumentation._failed(series, query, _clock() - t0, e)
+            raise
+        elapsed = _clock() - t0
+        try:
+            series.record(elapsed)
+            if series.pending is not None and series.pending() > pending_limit:
+                series.drain()
+            if slow is not None and elapsed >= slow:
+                instrumentation._log_slow(series, query, elapsed)
+        except Exception as e:
+            errors.report("statement", e)
+        return result
+
+    return execute

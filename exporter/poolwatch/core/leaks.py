@@ -27,8 +27,12 @@ from poolwatch.core.tracker import PoolTracker
 __all__ = ["LeakDetector"]
 
 _STACK_LIMIT = 40
-# Frames of these packages say nothing about who checked the connection out.
-_SKIP = ("/sqlalchemy/", "/poolwatch/")
+# Frames of these packages say nothing about who checked the connection out: the pool library
+# and poolwatch's own layers (not its demo, whose frames are the application's there).
+_SKIP = (
+    "/sqlalchemy/", "/psycopg_pool/", "/poolwatch/core/", "/poolwatch/sources/",
+    "/poolwatch/backends/", "/poolwatch/sql/", "/contextlib.py",
+)  # fmt: skip
 
 
 def _capture_stack() -> tuple[tuple[Any, int], ...]:

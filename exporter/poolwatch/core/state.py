@@ -46,11 +46,22 @@ class PoolLimits:
     ``db.namespace``): the join key of the fleet rules."""
     server_port: int | None = None
     db_namespace: str | None = None
+    # psycopg_pool's own settings, under its own names.
+    min_size: int | None = None
+    max_size: int | None = None
+    max_waiting: int | None = None
+    max_lifetime: float | None = None
+    max_idle: float | None = None
 
-    # The labels of the poolwatch_pool_info series, in this order, as every backend exports them.
+    # The labels of the poolwatch_pool_info series, in this order, as every backend exports them:
+    # one label set for every pool library (a metric family has one), each pool leaving the
+    # settings it does not have empty, which Prometheus stores as absent. So a SQLAlchemy pool's
+    # series is what it was before psycopg_pool's settings were added, and a psycopg_pool pool's
+    # has no pool_size/max_overflow/recycle/pre_ping.
     INFO_LABELS = (
         "pool_class", "pool_size", "max_overflow", "timeout", "recycle", "pre_ping",
         "server_address", "server_port", "db_namespace",
+        "min_size", "max_size", "max_waiting", "max_lifetime", "max_idle",
     )  # fmt: skip
 
     def info(self) -> dict[str, str]:
@@ -112,6 +123,9 @@ class PoolState:
         """Whether a connection in ``live`` is really open, as the source can tell: a pool may
         close one without an event (SQLAlchemy closes a connection whose ``connect`` listener
         raised), and the gauges must follow the connection, not the event."""
+        # Set by a source that must bring ``live`` up to date before it is read (psycopg_pool:
+        # drop the connections the pool closed or discarded since the last collection).
+        self.refresh: Callable[[], None] | None = None
 
     def returned_unknown(self, record: Any) -> None:
         """A connection checked out before ``instrument()`` came back: it is the pool's, idle
@@ -178,6 +192,8 @@ class PoolState:
         self.waiting_free[:] = list(range(len(self.waiting_starts)))
 
     def snapshot(self) -> PoolSnapshot:
+        if self.refresh is not None:
+            self.refresh()
         out = list(self.checked_out)
         is_open = self.is_open
         live = {r for r in list(self.live) if is_open(r)}

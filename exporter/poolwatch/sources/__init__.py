@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["SOURCES", "source_for"]
 
-SOURCES = ("poolwatch.sources.sqlalchemy",)
+SOURCES = ("poolwatch.sources.sqlalchemy", "poolwatch.sources.psycopg_pool")
 """Tried in this order; a source whose library is not installed is skipped."""
 
 

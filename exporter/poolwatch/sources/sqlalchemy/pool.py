@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, Stat
 
 from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
+from poolwatch.core.instrumentation import instrumented
 from poolwatch.core.leaks import LeakDetector
 from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
@@ -111,6 +112,7 @@ class PoolInstrumentation:
         self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
+        self._checked_creator = False
         self._disposed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -266,6 +268,8 @@ class PoolInstrumentation:
 
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
         try:
+            if not self._checked_creator:
+                self._check_creator(dbapi_connection)
             self.state.live.add(record)
             # last_connect_time is set just before the DBAPI connect call; this listener runs
             # after it (and after the dialect's own on-connect set-up, which is part of making
@@ -277,6 +281,36 @@ class PoolInstrumentation:
                 self.probe.maybe_read(dbapi_connection)
         except Exception as e:
             self.state.errors.report("connect", e)
+
+    def _check_creator(self, dbapi_connection: Any) -> None:
+        """``create_engine(creator=pool.getconn)``: the connections come from a psycopg_pool
+        pool, whose limit and timeouts are the real ones (psycopg sets ``_pool`` on a connection
+        it hands out). Said once per engine, and only if that pool is not instrumented."""
+        self._checked_creator = True
+        owner = getattr(dbapi_connection, "_pool", None)
+        if owner is None or not type(owner).__module__.startswith("psycopg_pool"):
+            return
+        pool = self._pool()
+        creator = getattr(pool, "_creator", None) if pool is not None else None
+        if instrumented(owner) is not None:
+            if getattr(creator, "__self__", None) is owner:
+                # creator=pool.getconn evaluated before instrument(): the bound method of the
+                # class, which the instance's wrapper never sees.
+                logger.warning(
+                    "poolwatch: the engine of pool %r was given creator=%r.getconn before that "
+                    "psycopg_pool was instrumented, so its checkouts are not seen; instrument "
+                    "the psycopg_pool first, or pass creator=lambda: pool.getconn()",
+                    self.state.name,
+                    getattr(owner, "name", "?"),
+                )
+        else:
+            logger.warning(
+                "poolwatch: the connections of pool %r come from the psycopg_pool %r, which is "
+                "not instrumented: its max_size, timeouts and waits are the real limit; call "
+                "poolwatch.instrument() on that pool too (README, 'psycopg_pool')",
+                self.state.name,
+                getattr(owner, "name", "?"),
+            )
 
     def _on_close(self, dbapi_connection: Any, record: Any) -> None:
         try:

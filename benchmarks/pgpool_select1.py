@@ -1,0 +1,24 @@
+"""with pool.connection() as c: c.execute('SELECT 1') on a psycopg_pool ConnectionPool of 5, PostgreSQL loopback.
+
+    python benchmarks/pgpool_select1.py [--quick] [--configs bare,pw,otel,...] [--rounds N] [-n OPS]
+
+'bare' is the pool alone; 'otel' is OpenTelemetry's psycopg instrumentation alone.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _harness import interleaved_main
+
+FULL = {"rounds": 40, "n": 500, "warmup": 1_000, "processes": 8}
+QUICK = {"rounds": 1, "n": 20, "warmup": 5, "processes": 1}
+CONFIGS = ("bare", "pw", "pw_py", "otel", "bare_aa")
+
+if __name__ == "__main__":
+    sys.exit(
+        interleaved_main(
+            "pgpool_select1", __doc__.splitlines()[0], full=FULL, quick=QUICK, configs=CONFIGS,
+            needs_pg=True,
+        )
+    )
