@@ -47,6 +47,8 @@ CONFIG_HELP = {
     "without its compiled extension",
     "pw_trace": "poolwatch metrics + tracing (SDK TracerProvider, counting span processor, no exporter)",
     "pw_leak": "poolwatch metrics with leak_threshold=1.0",
+    "pw_mp": "as pw, in prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set: the "
+    "pre-fork backend, its sampler writing the files once a second)",
     "pw_pool": "poolwatch pool metrics only (statement_metrics=False), for attributing cost",
     "pw_null": "poolwatch's pool wrapper and listeners with no metrics backend (prometheus=False, "
     "statement_metrics=False), for attributing cost",
@@ -57,7 +59,9 @@ CONFIG_HELP = {
     "noop_pool_wrap": "pass-through wrappers on the pool's connect and _return_conn (poolwatch's "
     "pool seams)",
 }
-POOLWATCH_CONFIGS = frozenset({"pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"})
+POOLWATCH_CONFIGS = frozenset(
+    {"pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null", "pw_mp"}
+)
 
 
 # ---------------------------------------------------------------------------------------------

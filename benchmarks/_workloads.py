@@ -295,7 +295,16 @@ def apply_config(engine: Engine, config: str) -> Applied:
 
         a.registry = prometheus_client.CollectorRegistry()
         return a
-    if config in ("pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null"):
+    if config in ("pw", "pw_py", "pw_trace", "pw_leak", "pw_pool", "pw_null", "pw_mp"):
+        if config == "pw_mp":
+            # This worker process's own directory: the files it writes are the only ones there.
+            import atexit
+            import shutil
+            import tempfile
+
+            mp_dir = tempfile.mkdtemp(prefix="pw-bench-mp-")
+            atexit.register(shutil.rmtree, mp_dir, True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
         if config == "pw_py":
             # Read once, when poolwatch.core.build is first imported (nothing imported it yet).
             os.environ["POOLWATCH_PURE_PYTHON"] = "1"
@@ -391,6 +400,12 @@ def apply_config(engine: Engine, config: str) -> Applied:
 def evidence(a: Applied, config: str) -> dict[str, Any]:
     """Proof the configuration did its work (metric observations, spans, listener calls)."""
     out: dict[str, Any] = {}
+    if config == "pw_mp":
+        from poolwatch.backends.multiprocess import service
+        from poolwatch.exposition import service_registry
+
+        service.flush_now()
+        a.registry = service_registry()
     if a.registry is not None:
         families = list(a.registry.collect())
         observations = 0

@@ -12,17 +12,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from poolwatch.core.config import Settings, check_objects, resolve_settings, tracing_enabled
-from poolwatch.core.errors import logger
 from poolwatch.core.instrumentation import Instrumentation, Telemetry, TelemetryFactory
+from poolwatch.core.lifecycle import is_worker_process, warn_single_process_view
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import PoolTracker, combine
 from poolwatch.sources import source_for
 from poolwatch.sources.sqlalchemy.auto import AllEngines, instrument_all
 
-__all__ = ["instrument", "instrument_engine", "instrumented", "telemetry_factory", "uninstrument"]
-
-_warned_multiprocess = False
-
+__all__ = [
+    "instrument", "instrument_engine", "instrumented", "multiprocess_enabled", "telemetry_factory",
+    "uninstrument",
+]  # fmt: skip
 
 def telemetry_factory(
     registry: CollectorRegistry | None, tracer_provider: Any = None, meter_provider: Any = None
@@ -38,7 +38,14 @@ def telemetry_factory(
 
             tracing = Tracing(state.name, settings, tracer_provider)
             exemplar = tracing.exemplar if settings.exemplars else None
-        if settings.prometheus:
+        if settings.prometheus and multiprocess_enabled():
+            from poolwatch.backends.multiprocess import MultiprocessTracker
+
+            trackers.append(
+                MultiprocessTracker(state, settings.labels, db_system, settings.pool_buckets,
+                                    settings.operation_buckets)
+            )  # fmt: skip
+        elif settings.prometheus:
             from poolwatch.backends.prometheus.metrics import PrometheusTracker, metrics_for
 
             metrics = metrics_for(
@@ -59,24 +66,29 @@ def telemetry_factory(
     return build
 
 
-def _check_multiprocess() -> None:
-    global _warned_multiprocess
-    if _warned_multiprocess:
-        return
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"):
-        _warned_multiprocess = True
-        logger.warning(
-            "poolwatch: prometheus_client multiprocess mode is not supported yet; poolwatch's "
-            "gauges are served per process by the registry you pass (see README, 'Pre-fork "
-            "servers')"
-        )
+def multiprocess_enabled() -> bool:
+    """prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or
+                os.environ.get("prometheus_multiproc_dir"))  # fmt: skip
+
+
+def _check_prefork(settings: Settings) -> None:
+    if settings.prometheus and not multiprocess_enabled() and is_worker_process():
+        warn_single_process_view()
 
 
 def _serve(settings: Settings, registry: CollectorRegistry | None) -> None:
-    if settings.port is not None:
-        from poolwatch.backends.prometheus.server import ensure_http_server
+    if settings.port is None:
+        return
+    if multiprocess_enabled():
+        from poolwatch.backends.multiprocess import serve_from_a_worker
 
-        ensure_http_server(settings.addr, settings.port, registry)
+        # Once for the whole service: by the master when it serves, else by one worker.
+        serve_from_a_worker(settings.addr, settings.port)
+        return
+    from poolwatch.backends.prometheus.server import ensure_http_server
+
+    ensure_http_server(settings.addr, settings.port, registry)
 
 
 def instrument(target: Any, options: dict[str, Any], *, automatic: bool = False) -> Any:
@@ -95,8 +107,8 @@ def instrument(target: Any, options: dict[str, Any], *, automatic: bool = False)
             f"poolwatch: instrument() takes a sqlalchemy Engine or AsyncEngine or a psycopg_pool "
             f"pool, not {type(target).__name__}"
         )
-    _check_multiprocess()
     inst: Instrumentation = source.instrument(target, given, telemetry, automatic=automatic)
+    _check_prefork(inst.settings)
     _serve(inst.settings, registry)
     return inst
 
@@ -108,8 +120,8 @@ def _automatic(
         source = source_for(engine)
         if source is None:
             raise TypeError(f"poolwatch: not a pool poolwatch knows: {type(engine).__name__}")
-        _check_multiprocess()
         inst: Instrumentation = source.instrument(engine, dict(given), telemetry, automatic=True)
+        _check_prefork(inst.settings)
         _serve(inst.settings, registry)
         return inst
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from poolwatch.core import lifecycle
 from poolwatch.core.config import Settings, resolve_settings
 from poolwatch.core.errors import logger
 from poolwatch.core.leaks import LeakDetector
@@ -261,3 +262,17 @@ def uninstrument_target(key: object) -> bool:
 def instrumented(key: object) -> Instrumentation | None:
     with _lock:
         return _instrumented.get(key)
+
+
+def _after_fork_in_child() -> None:
+    """Each child's pools are its own: what the parent's threads had checked out or were
+    waiting for is forgotten (see :meth:`PoolState.forget_parent`); the backends reset their
+    counts and the sampler restarts in their own fork handlers."""
+    global _lock
+    _lock = threading.RLock()
+    for inst in list(_instrumented.values()):
+        if inst.active:
+            inst.state.forget_parent()
+
+
+lifecycle.after_fork_in_child(_after_fork_in_child)

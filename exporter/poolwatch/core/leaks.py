@@ -1,7 +1,8 @@
 """Leak detection: connections held longer than ``leak_threshold`` seconds.
 
 Checkout times are already kept for the hold-time histogram, so finding leaks is a scan of the
-checked-out records by one daemon thread per process, off the hot path. What costs on the hot path
+checked-out records by a job of the process's one background thread (:mod:`poolwatch.core.sampler`),
+off the hot path. What costs on the hot path
 is remembering *who* checked a connection out: walking the stack at every checkout (about 3 µs),
 which is why leak detection is off by default and the stack capture can be turned off
 (``leak_stacks=False``) when only the counts are wanted.
@@ -16,8 +17,10 @@ import traceback
 import weakref
 from typing import Any
 
+from poolwatch.core import lifecycle
 from poolwatch.core.errors import logger
 from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.sampler import Job, sampler
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import PoolTracker
 
@@ -109,27 +112,24 @@ class LeakDetector:
 
 
 class _Watcher:
-    """One daemon thread for every detector in the process."""
+    """Every detector in the process, scanned by one job on the process's sampler."""
 
     def __init__(self) -> None:
         self._detectors: weakref.WeakSet[LeakDetector] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._job = Job("leak_detection", self._scan, self._interval)
 
     def add(self, detector: LeakDetector) -> None:
         with self._lock:
             self._detectors.add(detector)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="poolwatch-leak-watcher", daemon=True
-                )
-                self._thread.start()
-        self._wake.set()
+        sampler.add(self._job)
 
     def discard(self, detector: LeakDetector) -> None:
         with self._lock:
             self._detectors.discard(detector)
+            empty = not self._detectors
+        if empty:
+            sampler.remove(self._job)
 
     def _interval(self) -> float:
         with self._lock:
@@ -137,22 +137,23 @@ class _Watcher:
         # A quarter of the shortest threshold, so a leak is reported at most 25% late.
         return min([1.0, *(t / 4 for t in thresholds)]) if thresholds else 1.0
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._interval())
-            self._wake.clear()
-            with self._lock:
-                detectors = list(self._detectors)
-                if not detectors:
-                    self._thread = None
-                    return
-            run_deferred()
-            now = time.perf_counter()
-            for d in detectors:
-                try:
-                    d.scan(now)
-                except Exception as e:
-                    d.state.errors.report("leak_detection", e)
+    def _scan(self, _now: float) -> None:
+        with self._lock:
+            detectors = list(self._detectors)
+        run_deferred()
+        now = time.perf_counter()
+        for d in detectors:
+            try:
+                d.scan(now)
+            except Exception as e:
+                d.state.errors.report("leak_detection", e)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's checkouts are not this process's (PoolState.forget_parent), nor their stacks.
+        self._lock = threading.Lock()
+        for d in list(self._detectors):
+            d._stacks.clear()
 
 
 _watcher = _Watcher()
+lifecycle.after_fork_in_child(_watcher._after_fork_in_child)

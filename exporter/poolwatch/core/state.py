@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from poolwatch.core import lifecycle
 from poolwatch.core.errors import ErrorReporter
 
 if TYPE_CHECKING:
@@ -172,6 +173,24 @@ class PoolState:
         if not self.orphans:
             self.has_orphans = False
 
+    def forget_parent(self) -> None:
+        """In a child after ``fork()``: the connections checked out and the callers waiting were
+        the parent's threads', which do not exist here and will never return them. The idle ones
+        stay: they are in the child's copy of the pool. Cleared in place, because the installed
+        wrappers hold these containers."""
+        self._slots_lock = threading.Lock()
+        held = list(self.checked_out)
+        self.checked_out.clear()
+        for record in held:
+            self.live.discard(record)
+        for record in list(self.orphans):
+            self.live.discard(record)
+        self.orphans.clear()
+        self.has_orphans = False
+        self.leaked.clear()
+        self.waiting_starts[:] = [_NOT_WAITING] * len(self.waiting_starts)
+        self.waiting_free[:] = list(range(len(self.waiting_starts)))
+
     def snapshot(self) -> PoolSnapshot:
         if self.refresh is not None:
             self.refresh()
@@ -202,6 +221,11 @@ class PoolSet(Generic[T]):
     def __init__(self) -> None:
         self._pools: dict[str, tuple[PoolState, T]] = {}
         self._lock = threading.Lock()
+        _pool_sets.add(self)
+
+    def after_fork(self) -> None:
+        """In a child after ``fork()``: a lock another thread held at the fork stays held."""
+        self._lock = threading.Lock()
 
     def add(self, state: PoolState, extra: T) -> None:
         with self._lock:
@@ -215,3 +239,14 @@ class PoolSet(Generic[T]):
     def items(self) -> list[tuple[PoolState, T]]:
         with self._lock:
             return list(self._pools.values())
+
+
+_pool_sets: weakref.WeakSet[PoolSet[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool_set in list(_pool_sets):
+        pool_set.after_fork()
+
+
+lifecycle.after_fork_in_child(_after_fork_in_child)

@@ -22,8 +22,10 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from poolwatch.core import lifecycle
 from poolwatch.core.catalog import CATALOG, Metric
 from poolwatch.core.config import Settings, with_bound
+from poolwatch.core.errors import logger
 from poolwatch.core.lifecycle import run_deferred
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
@@ -170,6 +172,7 @@ class OTelTracker(BaseTracker):
         for error_type in CONNECTION_ERROR_TYPES:  # as the Prometheus backend, for increase()
             m.instrument["connection_errors"].add(0, {**attrs, ERROR_TYPE: error_type})
         m.pools.add(state, attrs)
+        _trackers.add(self)
 
     def created(self, seconds: float) -> None:
         self._create(seconds)
@@ -213,3 +216,26 @@ class OTelTracker(BaseTracker):
 
     def close(self) -> None:
         self._m.pools.remove(self._state)
+
+
+_trackers: weakref.WeakSet[OTelTracker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A ``MeterProvider`` made before ``fork()`` is unsupported in the child: it carries the
+    parent's cumulative values and its resource (the same ``service.instance.id``) into every
+    worker, so each exports the parent's counts again as its own under one identity. poolwatch
+    cannot re-create the application's readers and exporters; it says what to do instead."""
+    if not list(_trackers):
+        return
+    logger.warning(
+        "poolwatch: instrument(meter_provider=...) was called before this process was forked: "
+        "OpenTelemetry metrics from a provider made in the parent are unsupported in a worker "
+        "(each worker would export the parent's values under the same service.instance.id). "
+        "Make the MeterProvider in each worker, after the fork (gunicorn post_fork, Celery "
+        "worker_process_init), with a per-worker service.instance.id, and instrument there "
+        "(README, 'Pre-fork servers')"
+    )
+
+
+lifecycle.after_fork_in_child(_after_fork_in_child)

@@ -70,7 +70,7 @@ class HistogramChild:
     """One label set. ``observe`` is the hot path."""
 
     __slots__ = (
-        "_bounds", "_cells", "_counts", "_exemplars", "_lock", "_pending", "_sum",
+        "_baseline", "_bounds", "_cells", "_counts", "_exemplars", "_lock", "_pending", "_sum",
         "label_values", "lines", "pending", "record",
     )  # fmt: skip
 
@@ -87,6 +87,7 @@ class HistogramChild:
         self._lock = threading.Lock()
         self._exemplars: dict[int, _Exemplar] = {}
         self._pending: deque[float] = deque()
+        self._baseline: tuple[list[int], float] | None = None
         counter = wrappers.Buckets  # read per child, so a test can choose the build
         self._cells = None if counter is None else counter(bounds)
         self.record: Callable[[float], None]
@@ -152,6 +153,10 @@ class HistogramChild:
         """Cumulative bucket counts (last = +Inf = count), the sum, the exemplars."""
         if self._cells is not None:
             counts, total = self._cells.snapshot()
+            if self._baseline is not None:
+                base, base_total = self._baseline
+                counts = [c - b for c, b in zip(counts, base, strict=True)]
+                total -= base_total
         else:
             self.drain()
             with self._lock:
@@ -162,6 +167,20 @@ class HistogramChild:
             running += c
             counts[i] = running
         return counts, total, dict(self._exemplars)
+
+
+    def forget_counts(self) -> None:
+        """Start again from zero (a child process after ``fork()``: the counts so far are the
+        parent's). The recorders stay the same objects: the hot path holds them."""
+        self._exemplars.clear()
+        if self._cells is not None:
+            self._baseline = self._cells.snapshot()
+            return
+        self._pending.clear()
+        self._lock = threading.Lock()
+        with self._lock:
+            self._counts[:] = [0] * len(self._counts)
+            self._sum = 0.0
 
 
 class Histogram:
@@ -202,6 +221,10 @@ class Histogram:
         with self._lock:
             for key in [k for k in self._children if all(k[i] == v for i, v in positions)]:
                 del self._children[key]
+
+    def after_fork(self) -> None:
+        """In a child after ``fork()``: a lock another thread held at the fork stays held."""
+        self._lock = threading.Lock()
 
     def children(self) -> list[HistogramChild]:
         with self._lock:

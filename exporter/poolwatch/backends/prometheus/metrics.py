@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from poolwatch.backends.prometheus.histogram import Histogram, HistogramChild, HistogramCollector
+from poolwatch.core import lifecycle
 from poolwatch.core.catalog import CATALOG, POOL_LABEL
 from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
@@ -267,3 +268,29 @@ def _remove_matching(metric: Any, labels: Mapping[str, str]) -> None:
         for key in list(metric._metrics):
             if all(key[names.index(k)] == v for k, v in labels.items()):
                 del metric._metrics[key]
+
+
+def _after_fork_in_child() -> None:
+    """A child forked after pools were instrumented (``--preload``, Celery prefork) without
+    multiprocess mode: its counts start from zero (the parent's are the parent's, and counting
+    them in every child would count them once per worker), and it says that its numbers are one
+    worker's, not the service's."""
+    global _metrics_lock
+    # Only this thread exists in the child: a lock another thread held at the fork stays held.
+    _metrics_lock = threading.Lock()
+    all_metrics = list(_metrics.values())
+    if not any(m.collector.pools.items() for m in all_metrics):
+        return
+    for m in all_metrics:
+        for histogram in m.histograms:
+            histogram.after_fork()
+            for child in histogram.children():
+                child.forget_counts()
+        for counter in m.counter.values():
+            children: list[Any] = list(counter._metrics.values())
+            for counter_child in children:
+                counter_child.reset()
+    lifecycle.warn_single_process_view()
+
+
+lifecycle.after_fork_in_child(_after_fork_in_child)
