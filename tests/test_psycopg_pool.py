@@ -386,3 +386,22 @@ def test_without_the_private_connect_seam(make_pool, registry, postgres_url, mon
     assert observed(m) == (0, 2)
     assert agrees(pool, m, postgres_url)
     assert m("db_client_connection_create_time_seconds_count") == 0  # not seen without the seam
+
+
+def test_folded_statements_are_counted_as_for_sqlalchemy(make_pool, registry, build):
+    # The cap, "other" and the folded counter are the core's (core/statement_series.py): every
+    # execution past the cap is counted, failed ones too, as for an Engine.
+    pool = make_pool(min_size=1, max_size=1)
+    pool.wait()  # see the note on connections the pool opens while instrument() runs
+    handle = poolwatch.instrument(pool, registry=registry, max_query_summaries=2)
+    m = Reader(registry, handle.name)
+    with pool.connection() as conn:
+        conn.execute("SELECT 1 FROM pg_class LIMIT 1")
+        conn.execute("SELECT 1 FROM pg_type LIMIT 1")  # the cap is full
+        for _ in range(3):
+            conn.execute("SELECT 1 FROM pg_proc LIMIT 1")  # folded, each execution counted
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT 1 FROM pw_no_such_table")  # folded and failing
+    assert m("poolwatch_query_summaries_folded_total") == 4
+    other = {"db_system_name": "postgresql", "db_operation_name": "", "db_query_summary": "other"}
+    assert m("db_client_operation_duration_seconds_count", error_type="", **other) == 3

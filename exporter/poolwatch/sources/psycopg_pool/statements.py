@@ -27,7 +27,8 @@ import psycopg
 from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
-from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
+from poolwatch.core.statement_series import StatementSeries
+from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.redact import redact_sql
 from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["PsycopgStatements"]
 
 OTHER = UNKNOWN_SUMMARY
+_DIALECT = "postgresql"  # the readings of quotes and comments redaction must agree on
 STATEMENT_CACHE_SIZE = 2000
-FOLDED_TRACKED = 10_000
 
 
 def _ignore(seconds: float) -> None:
@@ -48,6 +49,10 @@ def _ignore(seconds: float) -> None:
 
 def _nothing() -> None:
     return None
+
+
+def _operation(summary: str) -> str:
+    return operation_name(summary) if summary != OTHER else ""
 
 
 class PsycopgStatements:
@@ -64,8 +69,8 @@ class PsycopgStatements:
         self.max_summaries = max_summaries
         self.slow_threshold = slow_threshold
         self._cache: dict[str, Series] = {}
-        self._by_summary: dict[str, Series] = {}
-        self._folded: set[str] = set()
+        self._series_of = StatementSeries(tracker, max_summaries, _operation)
+        self._series = self._series_of.series
         self._lock = threading.Lock()
         self.switch = wrappers.Switch()
         # The connection's own class -> poolwatch's subclass of it; and back.
@@ -180,47 +185,22 @@ class PsycopgStatements:
                 series = self._cache.get(query)
                 if series is not None:
                     return series
-                series = self._series(summarize_sql(query))
+                series = self._series(summarize_sql(query, _DIALECT))
                 with self._lock:
                     if len(self._cache) >= STATEMENT_CACHE_SIZE:
                         self._cache.clear()
                     self._cache[query] = series
                 return series
             if isinstance(query, bytes):
-                return self._series(summarize_sql(query))
+                return self._series(summarize_sql(query, _DIALECT))
             if isinstance(query, psycopg.sql.Composable):
                 # Rendering needs no connection for SQL/Identifier/Literal-free compositions;
                 # a Literal needs one, and its value never reaches the summary.
-                return self._series(summarize_sql(query.as_string(None)))
+                return self._series(summarize_sql(query.as_string(None), _DIALECT))
             return self._series(OTHER)
         except Exception as e:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
-
-    def _series(self, summary: str) -> Series:
-        with self._lock:
-            series = self._by_summary.get(summary)
-            if series is not None:
-                return series
-            distinct = len(self._by_summary) - (OTHER in self._by_summary)
-            if distinct >= self.max_summaries and summary != OTHER:
-                if summary not in self._folded and len(self._folded) < FOLDED_TRACKED:
-                    self._folded.add(summary)
-                    self.tracker.summary_folded()
-                other = self._by_summary.get(OTHER)
-                if other is None:
-                    other = self._new_series("", OTHER)
-                    self._by_summary[OTHER] = other
-                return other
-            operation = operation_name(summary) if summary != OTHER else ""
-            series = self._new_series(operation, summary)
-            self._by_summary[summary] = series
-            return series
-
-    def _new_series(self, operation: str, summary: str) -> Series:
-        sink = self.tracker.statement(operation, summary)
-        pending = None if sink.pending is NOTHING_PENDING else sink.pending
-        return wrappers.Series(operation, summary, sink.record, pending, sink.drain)
 
     def _record(self, series: Series, query: Any, elapsed: float) -> None:
         try:
@@ -234,9 +214,7 @@ class PsycopgStatements:
 
     def _failed(self, series: Series, query: Any, elapsed: float, error: BaseException) -> None:
         try:
-            self.tracker.statement_failed(
-                series.operation, series.summary, classify_error(error), elapsed
-            )
+            self._series_of.failed(series, classify_error(error), elapsed)
         except Exception as e:
             self.state.errors.report("statement", e)
 
@@ -248,5 +226,5 @@ class PsycopgStatements:
             series.summary,
             elapsed,
             self.slow_threshold,
-            redact_sql(text),
+            redact_sql(text, dialect=_DIALECT),
         )

@@ -29,7 +29,8 @@ from sqlalchemy.engine import Dialect
 from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
-from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker, Sink
+from poolwatch.core.statement_series import StatementSeries
+from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
 from poolwatch.sources.sqlalchemy import _compat
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.redact import redact_sql
@@ -48,10 +49,8 @@ STATEMENT_CACHE_SIZE = 2000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 
-def _new_series(operation: str, summary: str, sink: Sink) -> Series:
-    # The recorders are copied out of the sink: the statement path reads them from the series.
-    pending = None if sink.pending is NOTHING_PENDING else sink.pending
-    return wrappers.Series(operation, summary, sink.record, pending, sink.drain)
+def _operation(summary: str) -> str:
+    return operation_name(summary) if summary != OTHER else ""
 
 
 class CursorHooks(NamedTuple):
@@ -96,9 +95,8 @@ class StatementInstrumentation:
         self.max_summaries = max_summaries
         self.slow_threshold = slow_threshold
         self._cache: dict[str, Series] = {}
-        self._by_summary: dict[str, Series] = {}
-        # Where statements past the summary cap go: the "other" series, counting each one.
-        self._folded: Series | None = None
+        self._series_of = StatementSeries(tracker, max_summaries, _operation)
+        self._series = self._series_of.series
         self._lock = threading.Lock()
         # What the installed wrappers read on every call: on/off and the cursor hooks.
         self.switch = wrappers.Switch()
@@ -220,55 +218,11 @@ class StatementInstrumentation:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
 
-    def _series(self, summary: str) -> Series:
-        with self._lock:
-            series = self._by_summary.get(summary)
-            if series is not None:
-                return series
-            distinct = len(self._by_summary) - (OTHER in self._by_summary)
-            if distinct >= self.max_summaries and summary != OTHER:
-                return self._folded_series()
-            if summary == OTHER:
-                return self._other_series()
-            operation = operation_name(summary) if summary != OTHER else ""
-            series = _new_series(operation, summary, self.tracker.statement(operation, summary))
-            self._by_summary[summary] = series
-            return series
-
-    def _other_series(self) -> Series:
-        # Called with the lock held. "other" does not count against the cap: it is the overflow.
-        other = self._by_summary.get(OTHER)
-        if other is None:
-            other = _new_series("", OTHER, self.tracker.statement("", OTHER))
-            self._by_summary[OTHER] = other
-        return other
-
-    def _folded_series(self) -> Series:
-        """The "other" series for statements folded by the cap, which also counts every one of
-        their executions in ``poolwatch_query_summaries_folded_total``: exact, in constant
-        memory (counting distinct folded summaries would need to remember them all). Statements
-        under the cap pay nothing for it."""
-        folded = self._folded
-        if folded is None:
-            other = self._other_series()
-            record_other = other.record
-            count = self.tracker.summary_folded
-
-            def record(seconds: float) -> None:
-                record_other(seconds)
-                count()
-
-            folded = self._folded = wrappers.Series("", OTHER, record, other.pending, other.drain)
-        return folded
-
     def _failed(
         self, series: Series, statement: str, elapsed: float, error: BaseException
     ) -> None:
         try:
-            if series is self._folded:
-                self.tracker.summary_folded()
-            error_type = classify_error(error)
-            self.tracker.statement_failed(series.operation, series.summary, error_type, elapsed)
+            self._series_of.failed(series, classify_error(error), elapsed)
         except Exception as e:
             self.state.errors.report("statement", e)
 
