@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -292,3 +293,40 @@ def test_celery_recipe_worker_process_serves_its_metrics(postgres_url: str) -> N
     assert statements(exposition, "orders-worker") == 3
     assert sample(exposition, "db_client_connection_count", db_client_connection_pool_name="orders-worker", db_client_connection_state="idle") == 1
     assert sample(exposition, "db_client_connection_max", db_client_connection_pool_name="orders-worker") == 2
+
+
+@pytest.mark.scenario
+def test_gunicorn_recipe_serves_every_worker_from_one_port(postgres_url: str, tmp_path: Path) -> None:
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    if not gunicorn.exists():
+        unavailable("gunicorn in the test venv")
+    app_port, metrics_port = free_port(), free_port()
+    pool = "recipe-gunicorn-" + uuid.uuid4().hex[:6]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "POOLWATCH_"))}
+    env.update(DATABASE_URL=postgres_url, POOL_NAME=pool, POOLWATCH_PORT=str(metrics_port))
+    recipe = EXAMPLES / "gunicorn"
+    cmd = [str(gunicorn), "-c", str(recipe / "gunicorn.conf.py"), "-b", f"127.0.0.1:{app_port}",
+           "--control-socket", str(tmp_path / "gunicorn.ctl"), "app:app"]  # fmt: skip
+    with process(cmd, recipe, env):
+        wait_for_port(app_port, 60)
+        wait_for_port(metrics_port, 60)
+        for _ in range(6):
+            assert get(f"http://127.0.0.1:{app_port}/")[2] == "1\n"
+        deadline = time.monotonic() + 30
+        maxima = waits = None
+        while time.monotonic() < deadline:  # the workers' samplers write once a second
+            body = get(f"http://127.0.0.1:{metrics_port}/metrics")[2]
+            try:
+                maxima = sample(
+                    body, "db_client_connection_max", db_client_connection_pool_name=pool
+                )
+                waits = sample(
+                    body, "db_client_connection_wait_time_seconds_count",
+                    db_client_connection_pool_name=pool,
+                )  # fmt: skip
+            except AssertionError:  # not every worker's series written yet
+                pass
+            if (maxima, waits) == (10, 6):
+                break
+            time.sleep(0.2)
+        assert (maxima, waits) == (10, 6)  # two workers of 5, six requests: one scrape, all
