@@ -473,3 +473,30 @@ def test_the_view_reads_the_pool_as_poolwatch_top_does(tmp_path: Path) -> None:
     # and the wait ends a hair before or after it. The 99th percentile's rank, 3.96, is 96 %
     # into (0.1, 0.2] or into (0.2, 0.3].
     assert row.wait_p99 in (pytest.approx(0.196), pytest.approx(0.296))
+
+
+def test_a_ctrl_c_while_the_workload_starts_stops_what_had_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal can land between two ``Thread.start()`` calls (CI saw it): closing then must
+    stop the threads that run and skip the ones that never started, not raise."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'start.db'}")
+    tables = demo.DemoTables()
+    tables.create(engine)
+    workload = demo.Workload(engine, tables)
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(self: threading.Thread) -> None:
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        workload.start()
+    monkeypatch.undo()
+    workload.close()
+    assert [t.is_alive() for t in started] == [False, False]
+    engine.dispose()

@@ -336,7 +336,8 @@ class Workload:
         self.stop.set()
         deadline = time.monotonic() + 10
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # a Ctrl-C can land while start() is still starting them
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -747,10 +748,10 @@ def _run_workload(
     workload = Workload(engine, tables, tracer)
     try:
         view = PoolView(registry, handle.name)
-        workload.start()
         started = time.monotonic()
         title = f"poolwatch demo — metrics at {url}\n{shown}"
         try:
+            workload.start()
             with _live(tui, out) as live:
                 panel = live[1] if live else None
                 for end, phase in _cycles(duration):
