@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 import poolwatch
-from poolwatch.core.config import DEFAULT_OPERATION_BUCKETS, DEFAULT_POOL_BUCKETS
+from poolwatch.core.settings import DEFAULT_OPERATION_BUCKETS, DEFAULT_POOL_BUCKETS
 from tests.support.services import free_port
 
 POOL = "db_client_connection_pool_name"

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from typing_extensions import Unpack
 
 from poolwatch import api
-from poolwatch.core.config import Settings
 from poolwatch.core.instrumentation import Instrumentation
+from poolwatch.core.settings import Settings
 from poolwatch.core.version import __version__
 from poolwatch.sources.sqlalchemy.auto import AllEngines
 

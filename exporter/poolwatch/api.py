@@ -11,9 +11,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from poolwatch.core.config import Settings, check_objects, resolve_settings, tracing_enabled
+from poolwatch.core.config import resolve_settings, tracing_enabled
 from poolwatch.core.instrumentation import Instrumentation, Telemetry, TelemetryFactory
 from poolwatch.core.lifecycle import is_worker_process, warn_single_process_view
+from poolwatch.core.setting_values import check_objects
+from poolwatch.core.settings import Settings
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import PoolTracker, combine
 from poolwatch.sources import source_for

@@ -27,8 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from poolwatch.core import hotpath as interpreted
-from poolwatch.core.config import _parse_bool
 from poolwatch.core.errors import logger
+from poolwatch.core.setting_values import parse_bool
 
 __all__ = [
     "COMPILED", "Buckets", "Series", "Switch", "async_checkin_wrapper", "async_checkout_wrapper",
@@ -45,7 +45,7 @@ def pure_python_requested(environ: Mapping[str, str] = os.environ) -> bool:
     if raw.strip() == "":
         return False
     try:
-        return _parse_bool("pure_python", raw, "POOLWATCH_PURE_PYTHON")
+        return parse_bool("pure_python", raw, "POOLWATCH_PURE_PYTHON")
     except ValueError as e:
         logger.warning("%s; using the compiled hot path where it is installed", e)
         return False

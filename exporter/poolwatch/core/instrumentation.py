@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from poolwatch.core import lifecycle
-from poolwatch.core.config import Settings, resolve_settings
+from poolwatch.core.config import resolve_settings
 from poolwatch.core.errors import logger
 from poolwatch.core.leaks import LeakDetector
 from poolwatch.core.lifecycle import defer, run_deferred
 from poolwatch.core.naming import NameRegistry
+from poolwatch.core.settings import Settings
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NULL_TRACKER, PoolTracker
 

@@ -26,9 +26,9 @@ from poolwatch.backends.multiprocess.files import directory, sweep, value_class
 from poolwatch.backends.prometheus.histogram import Histogram, floatToGoString
 from poolwatch.core import lifecycle
 from poolwatch.core.catalog import CATALOG, POOL_LABEL, Metric
-from poolwatch.core.config import with_bound
 from poolwatch.core.errors import logger
 from poolwatch.core.sampler import Job, sampler
+from poolwatch.core.settings import with_bound
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink
 

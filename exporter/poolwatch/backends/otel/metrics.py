@@ -24,9 +24,9 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from poolwatch.core import lifecycle
 from poolwatch.core.catalog import CATALOG, Metric
-from poolwatch.core.config import Settings, with_bound
 from poolwatch.core.errors import logger
 from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.settings import Settings, with_bound
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.core.version import __version__

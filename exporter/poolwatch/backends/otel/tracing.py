@@ -25,7 +25,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 if TYPE_CHECKING:
     from opentelemetry.util._decorator import _AgnosticContextManager
 
-from poolwatch.core.config import Settings
+from poolwatch.core.settings import Settings
 from poolwatch.core.version import __version__
 from poolwatch.sql.error_types import classify_connection_error, classify_error
 from poolwatch.sql.redact import redact_sql

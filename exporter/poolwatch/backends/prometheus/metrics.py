@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 from poolwatch.backends.prometheus.histogram import Histogram, HistogramChild, HistogramCollector
 from poolwatch.core import lifecycle
 from poolwatch.core.catalog import CATALOG, POOL_LABEL
-from poolwatch.core.config import with_bound
 from poolwatch.core.lifecycle import run_deferred
+from poolwatch.core.settings import with_bound
 from poolwatch.core.state import PoolSet, PoolState
 from poolwatch.core.tracker import BaseTracker, Recorder, Sink, immediate
 from poolwatch.sql.error_types import CONNECTION_ERROR_TYPES
