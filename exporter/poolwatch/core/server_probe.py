@@ -13,10 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
+
+if TYPE_CHECKING:
+    from poolwatch.core.instrumentation import Instrumentation
 
 __all__ = ["INTERVAL", "ServerLimits", "ServerProbe"]
 
@@ -63,6 +66,15 @@ class ServerProbe:
         self._lock = threading.Lock()
         self._failed_logged = False
         self._announced = False
+
+    @classmethod
+    def of(
+        cls, inst: Instrumentation, server: str, read: Callable[[Any, str], ServerLimits | None]
+    ) -> ServerProbe | None:
+        """The probe of ``inst``'s pool, or None when its settings turn the reads off."""
+        if not inst.settings.server_limits:
+            return None
+        return cls(inst.state, inst.source.db_system, server, read)
 
     def due(self) -> bool:
         """Whether to read now; claims the read (another thread opening a connection at the

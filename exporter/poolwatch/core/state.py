@@ -7,6 +7,7 @@ for them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -67,6 +68,14 @@ class PoolLimits:
     def info(self) -> dict[str, str]:
         """The configuration as info-series label values ("" where the pool has no such setting)."""
         return {name: _label_value(getattr(self, name)) for name in self.INFO_LABELS}
+
+    def with_server(
+        self, address: str | None, port: int | None, namespace: str | None
+    ) -> PoolLimits:
+        """These limits, of a pool that addresses the server ``address:port/namespace``."""
+        return dataclasses.replace(
+            self, server_address=address, server_port=port, db_namespace=namespace
+        )
 
 
 def _label_value(value: object) -> str:

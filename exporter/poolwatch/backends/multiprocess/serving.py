@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
-from http.server import ThreadingHTTPServer
 
 from poolwatch.backends.multiprocess.collector import service_registry
-from poolwatch.backends.prometheus.exposition import serve
+from poolwatch.backends.prometheus.exposition import MetricsServer, serve
 from poolwatch.core import lifecycle
 from poolwatch.core.errors import logger
 from poolwatch.core.sampler import Job, sampler
@@ -28,11 +27,11 @@ SERVED_BY_MASTER = "POOLWATCH_SERVED_BY_MASTER"
 RETRY_SECONDS = 5.0
 
 _lock = threading.Lock()
-_server: ThreadingHTTPServer | None = None
+_server: MetricsServer | None = None
 _job: Job | None = None
 
 
-def serve_service(addr: str, port: int, path: str | None = None) -> ThreadingHTTPServer:
+def serve_service(addr: str, port: int, path: str | None = None) -> MetricsServer:
     """Serve every process's series from a daemon thread; raises ``OSError`` if taken."""
     server = serve(addr, port, service_registry(path))
     logger.info(
@@ -70,14 +69,10 @@ def _try(addr: str, port: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The parent's server thread does not exist here; its socket is the parent's to keep.
     global _server, _job, _lock
     _lock = threading.Lock()
     if _server is not None:
-        try:
-            _server.socket.close()
-        except OSError:
-            pass
+        _server.close_inherited()
     _server = None
     _job = None
 

@@ -295,6 +295,14 @@ class MetricsServer(ThreadingHTTPServer):
                 exc_info=error,
             )
 
+    def close_inherited(self) -> None:
+        """In a forked child: the serving thread stayed in the parent, whose listening socket
+        this is a copy of; close the copy and leave the parent's serving."""
+        try:
+            self.socket.close()
+        except OSError:
+            pass
+
 
 def serve(addr: str, port: int, registry: CollectorRegistry = REGISTRY) -> MetricsServer:
     """Serve ``/metrics`` from a daemon thread; raises ``OSError`` if the port is taken."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-from http.server import ThreadingHTTPServer
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from poolwatch.backends.prometheus.exposition import serve
+from poolwatch.backends.prometheus.exposition import MetricsServer, serve
 from poolwatch.core import lifecycle
 from poolwatch.core.errors import logger
 
@@ -15,7 +14,7 @@ __all__ = ["ensure_http_server", "serving_on"]
 
 _lock = threading.Lock()
 _serving: tuple[str, int] | None = None
-_server: ThreadingHTTPServer | None = None
+_server: MetricsServer | None = None
 
 
 def serving_on() -> tuple[str, int] | None:
@@ -57,10 +56,7 @@ def _after_fork_in_child() -> None:
     global _serving, _server, _lock
     _lock = threading.Lock()
     if _server is not None:
-        try:
-            _server.socket.close()
-        except OSError:
-            pass
+        _server.close_inherited()
     _server = None
     _serving = None
 

@@ -20,7 +20,6 @@ counters of bad returns and lost connections (``get_stats()``) become invalidati
 from __future__ import annotations
 
 import inspect
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from psycopg_pool import (
 
 from poolwatch.core import build as wrappers
 from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.seams import CheckoutAccounting, install_wrappers, remove_wrappers
 from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
@@ -72,7 +72,7 @@ def pool_limits(pool: Any) -> PoolLimits:
     )
 
 
-class PsycopgPoolInstrumentation:
+class PsycopgPoolInstrumentation(CheckoutAccounting):
     """Keeps one psycopg_pool pool's :class:`PoolState` and feeds its :class:`PoolTracker`."""
 
     def __init__(
@@ -87,18 +87,13 @@ class PsycopgPoolInstrumentation:
         on_close: Callable[[], None] | None = None,
         probe: ServerProbe | None = None,
     ) -> None:
+        super().__init__(state, tracker, leaks, on_wait)
         self._pool = weakref.ref(pool)
-        self.state = state
-        self.tracker = tracker
-        self.leaks = leaks
-        self.on_wait = on_wait
         # A new connection (the statement seam derives its cursor class), and the pool closed.
         self._on_connect = on_connect
         self._on_close = on_close
         self._probe = probe
         self.is_async = isinstance(pool, AsyncConnectionPool)
-        self.switch = wrappers.Switch()
-        self._lock = threading.Lock()
         self._connect_seam = False
         self._stats_seen: dict[str, int] = {}
 
@@ -120,10 +115,7 @@ class PsycopgPoolInstrumentation:
             ]
             if connect is not None:
                 replaced.append((_compat.CONNECT_SEAM, connect, self._connect_wrapper(connect)))
-            for method, original, wrapper in replaced:
-                wrapper.__wrapped__ = original
-                wrapper._poolwatch = self
-                setattr(pool, method, wrapper)
+            install_wrappers(pool, self, replaced)
             for conn in _compat.idle_connections(pool):
                 self._adopt(conn)
 
@@ -136,10 +128,7 @@ class PsycopgPoolInstrumentation:
             pool = self._pool()
             if pool is None:
                 return
-            for method in _WRAPPED:
-                # Only our own wrapper: one wrapped again by someone else stays, inert.
-                if getattr(pool.__dict__.get(method), "_poolwatch", None) is self:
-                    del pool.__dict__[method]
+            remove_wrappers(pool, self, _WRAPPED)
 
     def limits(self) -> PoolLimits:
         pool = self._pool()
@@ -197,37 +186,15 @@ class PsycopgPoolInstrumentation:
             return wrappers.async_checkin_wrapper(putconn, self.switch, self, self.tracker.use)
         return wrappers.checkin_wrapper(putconn, self.switch, self, self.tracker.use)
 
-    def _checkout_failed(
-        self, t0: float, slot: int, error: BaseException, *, timed_out: bool
-    ) -> None:
-        t1 = time.perf_counter()
-        try:
-            self.state.stop_waiting(slot)
-            if timed_out:
-                self.tracker.wait(self._timed_out_wait(t1 - t0))
-                if self.tracker.pending() > PENDING_LIMIT:
-                    self.tracker.drain()
-                self.tracker.timed_out()
-            elif isinstance(error, TooManyRequests):
-                self.tracker.connection_error(TOO_MANY_REQUESTS)
-            elif isinstance(error, PoolClosed) or (
-                isinstance(error, Exception) and not self._connect_seam
-            ):
-                # A failed connect (null pools connect in getconn) was counted by the connect
-                # seam already.
-                self.tracker.connection_error(classify_connection_error(error))
-            if self.on_wait is not None:
-                self.on_wait(t0, t1, error)
-        except Exception as e:
-            self.state.errors.report("checkout", e)
-
-    def _timed_out_wait(self, elapsed: float) -> float:
-        """As for SQLAlchemy (see its ``_timed_out_wait``): a wait that gave up at the pool's
-        timeout is recorded as the timeout, so it lands in the bucket the timeout bounds."""
-        timeout = self.limits().timeout
-        if timeout is not None and timeout <= elapsed <= timeout + 1.0:
-            return timeout
-        return elapsed
+    def _checkout_error(self, error: BaseException) -> None:
+        if isinstance(error, TooManyRequests):
+            self.tracker.connection_error(TOO_MANY_REQUESTS)
+        elif isinstance(error, PoolClosed) or (
+            isinstance(error, Exception) and not self._connect_seam
+        ):
+            # A failed connect (null pools connect in getconn) was counted by the connect
+            # seam already.
+            self.tracker.connection_error(classify_connection_error(error))
 
     # -- new connections, close -----------------------------------------------------------------
     def _opened(self, conn: Any, seconds: float) -> None:

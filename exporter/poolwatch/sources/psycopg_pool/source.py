@@ -6,7 +6,6 @@ connections (:mod:`.statements`).
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +104,7 @@ class PsycopgPoolSource:
     def limits(self) -> PoolLimits:
         pool = self._pool
         limits = pool.limits() if pool is not None else PoolLimits(pool_class="")
-        host, port, dbname = self._server
-        return dataclasses.replace(
-            limits, server_address=host, server_port=port, db_namespace=dbname
-        )
+        return limits.with_server(*self._server)
 
     def released(self) -> bool:
         target = self._target()
@@ -118,21 +114,17 @@ class PsycopgPoolSource:
         target = self._target()
         if target is None:
             return
-        settings = inst.settings
         inst.state.is_open = _is_open
         probe = None
-        if settings.server_limits and not isinstance(target, AsyncConnectionPool):
+        if not isinstance(target, AsyncConnectionPool):
             # Read on a connection the pool opens anyway; an async connection's execute is a
             # coroutine, which the probe cannot await.
-            probe = ServerProbe(inst.state, self.db_system, semconv_pool_name(
-                "postgresql", *self._server), _read_limits)
-        if settings.statement_metrics:
-            self._statements = PsycopgStatements(
-                inst.state,
-                inst.tracker,
-                max_summaries=settings.max_query_summaries,
-                slow_threshold=settings.slow_query_threshold,
+            probe = ServerProbe.of(
+                inst, semconv_pool_name("postgresql", *self._server), _read_limits
             )
+        settings = inst.settings
+        if settings.statement_metrics:
+            self._statements = PsycopgStatements(inst.state, inst.tracker, settings)
             self._statements.install()
         on_connect = self._statements.adopt if self._statements is not None else None
         if inst.telemetry.tracing is not None:
@@ -202,9 +194,7 @@ def instrument_pool(
     target: Any, overrides: dict[str, Any], telemetry: TelemetryFactory, *, automatic: bool = False
 ) -> Instrumentation:
     if not accepts(target):
-        raise TypeError(
-            f"poolwatch: not a psycopg_pool pool: {type(target).__name__}"
-        )
+        raise TypeError(f"poolwatch: not a psycopg_pool pool: {type(target).__name__}")
     _compat.check_version(psycopg_pool.__version__)
     if target.closed and getattr(target, "_opened", False):
         raise ValueError(

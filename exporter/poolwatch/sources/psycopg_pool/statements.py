@@ -16,7 +16,6 @@ own class.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -25,22 +24,18 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from poolwatch.core import build as wrappers
-from poolwatch.core.errors import logger
+from poolwatch.core.settings import Settings
 from poolwatch.core.state import PoolState
-from poolwatch.core.statement_series import StatementSeries
 from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
-from poolwatch.sql.error_types import classify_error
-from poolwatch.sql.redact import redact_sql
-from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
+from poolwatch.sql.statement_timing import OTHER, StatementTiming
+from poolwatch.sql.summary import summarize_sql
 
 if TYPE_CHECKING:
     from poolwatch.core.hotpath import Series
 
 __all__ = ["PsycopgStatements"]
 
-OTHER = UNKNOWN_SUMMARY
-_DIALECT = "postgresql"  # the readings of quotes and comments redaction must agree on
-STATEMENT_CACHE_SIZE = 2000
+_DIALECT = "postgresql"  # the readings of quotes and comments summaries and redaction agree on
 
 
 def _ignore(seconds: float) -> None:
@@ -51,28 +46,9 @@ def _nothing() -> None:
     return None
 
 
-def _operation(summary: str) -> str:
-    return operation_name(summary) if summary != OTHER else ""
-
-
-class PsycopgStatements:
-    def __init__(
-        self,
-        state: PoolState,
-        tracker: PoolTracker,
-        *,
-        max_summaries: int,
-        slow_threshold: float | None,
-    ) -> None:
-        self.state = state
-        self.tracker = tracker
-        self.max_summaries = max_summaries
-        self.slow_threshold = slow_threshold
-        self._cache: dict[str, Series] = {}
-        self._series_of = StatementSeries(tracker, max_summaries, _operation)
-        self._series = self._series_of.series
-        self._lock = threading.Lock()
-        self.switch = wrappers.Switch()
+class PsycopgStatements(StatementTiming):
+    def __init__(self, state: PoolState, tracker: PoolTracker, settings: Settings) -> None:
+        super().__init__(state, tracker, settings, _DIALECT)
         # The connection's own class -> poolwatch's subclass of it; and back.
         self._derived: dict[type, type] = {}
         self._bases: dict[type, type] = {}
@@ -183,14 +159,7 @@ class PsycopgStatements:
                 return self._ignored
             if isinstance(query, str):
                 series = self._cache.get(query)
-                if series is not None:
-                    return series
-                series = self._series(summarize_sql(query, _DIALECT))
-                with self._lock:
-                    if len(self._cache) >= STATEMENT_CACHE_SIZE:
-                        self._cache.clear()
-                    self._cache[query] = series
-                return series
+                return series if series is not None else self._summarized(query)
             if isinstance(query, bytes):
                 return self._series(summarize_sql(query, _DIALECT))
             if isinstance(query, psycopg.sql.Composable):
@@ -201,30 +170,3 @@ class PsycopgStatements:
         except Exception as e:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
-
-    def _record(self, series: Series, query: Any, elapsed: float) -> None:
-        try:
-            series.record(elapsed)
-            if series.pending is not None and series.pending() > PENDING_LIMIT:
-                series.drain()
-            if self.slow_threshold is not None and elapsed >= self.slow_threshold:
-                self._log_slow(series, query, elapsed)
-        except Exception as e:
-            self.state.errors.report("statement", e)
-
-    def _failed(self, series: Series, query: Any, elapsed: float, error: BaseException) -> None:
-        try:
-            self._series_of.failed(series, classify_error(error), elapsed)
-        except Exception as e:
-            self.state.errors.report("statement", e)
-
-    def _log_slow(self, series: Series, query: Any, elapsed: float) -> None:
-        text = query if isinstance(query, str) else series.summary
-        logger.warning(
-            "poolwatch: slow statement on pool %r: %s took %.3f s (slow_query_threshold=%g s): %s",
-            self.state.name,
-            series.summary,
-            elapsed,
-            self.slow_threshold,
-            redact_sql(text, dialect=_DIALECT),
-        )

@@ -21,7 +21,6 @@ checkin; each is accounted for where it happens.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from poolwatch.core import build as wrappers
 from poolwatch.core.errors import logger
 from poolwatch.core.instrumentation import instrumented
 from poolwatch.core.leaks import LeakDetector
+from poolwatch.core.seams import CheckoutAccounting, install_wrappers, remove_wrappers
 from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits, PoolState
 from poolwatch.core.tracker import NOTHING_PENDING, PENDING_LIMIT, PoolTracker
@@ -82,7 +82,7 @@ def pool_limits(pool: Pool) -> PoolLimits:
     return PoolLimits(**common)
 
 
-class PoolInstrumentation:
+class PoolInstrumentation(CheckoutAccounting):
     """Keeps one engine's :class:`PoolState` and feeds its :class:`PoolTracker`."""
 
     def __init__(
@@ -95,21 +95,14 @@ class PoolInstrumentation:
         on_wait: Callable[[float, float, BaseException | None], None] | None = None,
         probe: ServerProbe | None = None,
     ) -> None:
+        super().__init__(state, tracker, leaks, on_wait)
         # Weak: the application owns the engine; dropping it must free it and its connections.
         self._engine = weakref.ref(engine)
-        self.state = state
-        self.tracker = tracker
-        self.leaks = leaks
-        # Called after every checkout with (start, end, error) when tracing wants wait spans.
-        self.on_wait = on_wait
         # Reads the server's connection limits on a connection being opened anyway.
         self.probe = probe
         self._listeners: list[tuple[str, Callable[..., Any]]] = []
         self._wrapped: list[weakref.ref[Pool]] = []
         self._pool: weakref.ref[Pool] = weakref.ref(engine.pool)
-        self._lock = threading.Lock()
-        # What the installed wrappers read on every call: ``switch.on`` is True while installed.
-        self.switch = wrappers.Switch()
         self._return_seam = False
         self._reasons: set[str] = set()
         self._checked_creator = False
@@ -151,11 +144,8 @@ class PoolInstrumentation:
             self._listeners.clear()
             for ref in self._wrapped:
                 pool = ref()
-                # Only undo our own wrapper; if something wrapped it after us, ours stays in
-                # place but inert (``switch.on`` is False).
-                for method in _WRAPPED_METHODS:
-                    if pool is not None and _is_ours(pool.__dict__.get(method), self):
-                        del pool.__dict__[method]
+                if pool is not None:
+                    remove_wrappers(pool, self, _WRAPPED_METHODS)
             self._wrapped.clear()
 
     def _adopt_idle(self, pool: Pool) -> None:
@@ -217,43 +207,16 @@ class PoolInstrumentation:
         if self._return_seam:
             return_conn = getattr(pool, _compat.RETURN_SEAM)
             replaced.append((_compat.RETURN_SEAM, return_conn, self._return_wrapper(return_conn)))
-        for method, original, wrapper in replaced:
-            wrapper.__wrapped__ = original
-            wrapper._poolwatch = self
-            setattr(pool, method, wrapper)
+        install_wrappers(pool, self, replaced)
         self._wrapped.append(weakref.ref(pool))
 
     def _return_wrapper(self, return_conn: Callable[[Any], None]) -> Callable[[Any], None]:
         return wrappers.checkin_wrapper(return_conn, self.switch, self, self.tracker.use)
 
-    def _checkout_failed(
-        self, t0: float, slot: int, error: BaseException, *, timed_out: bool
-    ) -> None:
-        t1 = time.perf_counter()
-        try:
-            self.state.stop_waiting(slot)
-            if timed_out:
-                # A wait with no checkin to follow (pool_timeout=0 can produce them in a loop).
-                self.tracker.wait(self._timed_out_wait(t1 - t0))
-                if self.tracker.pending() > PENDING_LIMIT:
-                    self.tracker.drain()
-                self.tracker.timed_out()
-            elif isinstance(error, Exception):
-                self.tracker.connection_error(classify_connection_error(error))
-            if self.on_wait is not None:
-                self.on_wait(t0, t1, error)
-        except Exception as e:
-            self.state.errors.report("checkout", e)
-
-    def _timed_out_wait(self, elapsed: float) -> float:
-        """A timed-out wait lasts ``pool_timeout`` plus a few milliseconds of scheduling, which
-        would put every timeout in the bucket *above* the timeout and make a p99 read as, say,
-        59 s for a 30 s timeout. Recorded as the timeout itself, it lands in the bucket whose
-        upper bound is the timeout (the default buckets include the usual timeouts)."""
-        timeout = self.limits().timeout
-        if timeout is not None and timeout <= elapsed <= timeout + 1.0:
-            return timeout
-        return elapsed
+    def _checkout_error(self, error: BaseException) -> None:
+        # Not a timeout: opening a new connection failed (a KeyboardInterrupt is not counted).
+        if isinstance(error, Exception):
+            self.tracker.connection_error(classify_connection_error(error))
 
     # -- pool events --------------------------------------------------------------------------
     def _checkin_listener(self) -> Callable[[Any, Any], None]:
@@ -369,7 +332,3 @@ class PoolInstrumentation:
 
 def _nothing(record: Any) -> None:
     pass
-
-
-def _is_ours(wrapper: object, owner: PoolInstrumentation) -> bool:
-    return getattr(wrapper, "_poolwatch", None) is owner

@@ -6,7 +6,6 @@ An engine gets three seams: its pool (:mod:`.pool`), its dialect's statement met
 
 from __future__ import annotations
 
-import dataclasses
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -70,9 +69,8 @@ class SQLAlchemySource:
         self.db_system = db_system_name(engine.dialect.name)
         url = engine.url
         port = url.port or DEFAULT_PORTS.get(url.get_backend_name()) if url.host else None
-        self._server_address: str | None = url.host or None
-        self._server_port: int | None = port
-        self._db_namespace: str | None = url.database or None
+        # (server.address, server.port, db.namespace) as the pool addresses the server.
+        self._server = (url.host or None, port, url.database or None)
         self._connect_wrapped = False
         self._pool: PoolInstrumentation | None = None
         self._statements: StatementInstrumentation | None = None
@@ -90,22 +88,16 @@ class SQLAlchemySource:
         else:
             engine = self._engine()  # before install(): the backends read the timeout, say
             limits = pool_limits(engine.pool) if engine is not None else PoolLimits(pool_class="")
-        return dataclasses.replace(
-            limits,
-            server_address=self._server_address,
-            server_port=self._server_port,
-            db_namespace=self._db_namespace,
-        )
+        return limits.with_server(*self._server)
 
     def install(self, inst: Instrumentation) -> None:
         engine = self._engine()
         if engine is None:
             return
-        settings = inst.settings
         inst.state.is_open = _record_is_open
-        probe = None
-        if settings.server_limits and self.db_system in QUERIES:
-            probe = ServerProbe(inst.state, self.db_system, self._name, read_server_limits)
+        readable = self.db_system in QUERIES
+        probe = ServerProbe.of(inst, self._name, read_server_limits) if readable else None
+        settings = inst.settings
         self._pool = PoolInstrumentation(
             engine, inst.state, inst.tracker, leaks=inst.leaks, on_wait=inst.on_wait, probe=probe
         )
@@ -114,11 +106,7 @@ class SQLAlchemySource:
             self._connect_wrapped = set_application_name(engine.dialect, wanted)
         if settings.statement_metrics:
             self._statements = StatementInstrumentation(
-                engine.dialect,
-                inst.state,
-                inst.tracker,
-                max_summaries=settings.max_query_summaries,
-                slow_threshold=settings.slow_query_threshold,
+                engine.dialect, inst.state, inst.tracker, settings
             )
         self._pool.install()
         if self._statements is not None:

@@ -18,7 +18,6 @@ path is avoided, and an exception inside a listener is reported instead of faili
 from __future__ import annotations
 
 import functools
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -27,30 +26,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy.engine import Dialect
 
 from poolwatch.core import build as wrappers
-from poolwatch.core.errors import logger
+from poolwatch.core.seams import install_wrappers, remove_wrappers
+from poolwatch.core.settings import Settings
 from poolwatch.core.state import PoolState
-from poolwatch.core.statement_series import StatementSeries
 from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
 from poolwatch.sources.sqlalchemy import _compat
-from poolwatch.sql.error_types import classify_error
-from poolwatch.sql.redact import redact_sql
-from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
+from poolwatch.sql.statement_timing import OTHER, StatementTiming
 
 if TYPE_CHECKING:
     from poolwatch.core.hotpath import Series
 
 __all__ = ["CursorHooks", "StatementInstrumentation"]
 
-# Statements past the summary cap, and statements with no recognisable summary, share one series.
-OTHER = UNKNOWN_SUMMARY
-# Statement strings remembered per pool; past this the cache starts over, so a stream of
-# distinct statements costs a summary each time but never unbounded memory.
-STATEMENT_CACHE_SIZE = 2000
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
-
-
-def _operation(summary: str) -> str:
-    return operation_name(summary) if summary != OTHER else ""
 
 
 class CursorHooks(NamedTuple):
@@ -77,29 +65,12 @@ class ExecutionError:
         self.original_exception = error
 
 
-class StatementInstrumentation:
+class StatementInstrumentation(StatementTiming):
     def __init__(
-        self,
-        dialect: Dialect,
-        state: PoolState,
-        tracker: PoolTracker,
-        *,
-        max_summaries: int,
-        slow_threshold: float | None,
+        self, dialect: Dialect, state: PoolState, tracker: PoolTracker, settings: Settings
     ) -> None:
+        super().__init__(state, tracker, settings, getattr(dialect, "name", "") or "")
         self._dialect = weakref.ref(dialect)
-        # Which readings of quotes and comments redact_sql must agree on.
-        self._dialect_name: str = getattr(dialect, "name", "") or ""
-        self.state = state
-        self.tracker = tracker
-        self.max_summaries = max_summaries
-        self.slow_threshold = slow_threshold
-        self._cache: dict[str, Series] = {}
-        self._series_of = StatementSeries(tracker, max_summaries, _operation)
-        self._series = self._series_of.series
-        self._lock = threading.Lock()
-        # What the installed wrappers read on every call: on/off and the cursor hooks.
-        self.switch = wrappers.Switch()
 
     @property
     def hooks(self) -> CursorHooks | None:
@@ -115,18 +86,17 @@ class StatementInstrumentation:
         if dialect is None or self.switch.on:
             return
         self.switch.on = True
-        for method in _METHODS:
-            setattr(dialect, method, self._wrap(method, getattr(dialect, method)))
+        originals = [(method, getattr(dialect, method)) for method in _METHODS]
+        install_wrappers(
+            dialect, self, [(method, fn, self._wrap(method, fn)) for method, fn in originals]
+        )
 
     def uninstall(self) -> None:
         self.switch.on = False
         dialect = self._dialect()
         if dialect is None:
             return
-        for method in _METHODS:
-            current = dialect.__dict__.get(method)
-            if getattr(current, "_poolwatch", None) is self:
-                delattr(dialect, method)
+        remove_wrappers(dialect, self, _METHODS)
 
     def _wrap(self, method: str, original: Callable[..., Any]) -> Callable[..., Any]:
         no_params = method == "do_execute_no_params"
@@ -138,7 +108,7 @@ class StatementInstrumentation:
 
         # A partial is a C call: no Python frame between the wrapper and _hooked.
         hooked = functools.partial(self._hooked, call, method == "do_executemany")
-        wrapper = wrappers.execute_wrapper(
+        return wrappers.execute_wrapper(
             original,
             self.switch,
             self,
@@ -149,9 +119,6 @@ class StatementInstrumentation:
             PENDING_LIMIT,
             no_params=no_params,
         )
-        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-        wrapper._poolwatch = self  # type: ignore[attr-defined]
-        return wrapper
 
     def _hooked(
         self,
@@ -195,6 +162,8 @@ class StatementInstrumentation:
                 hooks.after(conn, cursor, sent, params, context, many)
             except Exception as e:
                 self.state.errors.report("tracing", e)
+        # StatementTiming._record's lines, inline: this runs per statement while tracing, and a
+        # call to it would be one more per statement (as in hotpath.execute_wrapper).
         try:
             series.record(elapsed)
             if series.pending is not None and series.pending() > PENDING_LIMIT:
@@ -207,31 +176,7 @@ class StatementInstrumentation:
 
     def _series_for(self, statement: str, context: Any) -> Series:
         try:
-            summary = summarize_sql(statement, self._dialect_name)
-            series = self._series(summary)
-            with self._lock:
-                if len(self._cache) >= STATEMENT_CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[statement] = series
-            return series
+            return self._summarized(statement)
         except Exception as e:
             self.state.errors.report("statement", e)
             return self._series(OTHER)
-
-    def _failed(
-        self, series: Series, statement: str, elapsed: float, error: BaseException
-    ) -> None:
-        try:
-            self._series_of.failed(series, classify_error(error), elapsed)
-        except Exception as e:
-            self.state.errors.report("statement", e)
-
-    def _log_slow(self, series: Series, statement: str, elapsed: float) -> None:
-        logger.warning(
-            "poolwatch: slow statement on pool %r: %s took %.3f s (slow_query_threshold=%g s): %s",
-            self.state.name,
-            series.summary,
-            elapsed,
-            self.slow_threshold,
-            redact_sql(statement, dialect=self._dialect_name),
-        )
