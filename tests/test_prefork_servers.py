@@ -472,6 +472,30 @@ def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str)
     assert until(lambda: list(tmp.iterdir()), [], "private directory removed") == []
 
 
+@pytest.mark.parametrize("mode", ["lazy-apps", "no-master"])
+def test_uwsgi_modes_poolwatch_cannot_aggregate_say_so_and_serve_on(
+    env: dict[str, str], tmp_path: Path, mode: str
+) -> None:
+    """lazy-apps (each worker imports the app) and no --master (no post-fork hook): one WARNING
+    saying what to do, and the application serves its requests as without poolwatch."""
+    uwsgi = BIN / "uwsgi"
+    if not uwsgi.exists():
+        if IN_CI:
+            pytest.fail("uwsgi is in the test extra and did not install")
+        pytest.skip("uwsgi did not build here")
+    app_port = free_port()
+    extra = ["--master", "--lazy-apps", "--processes", "2"] if mode == "lazy-apps" else []
+    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", *extra, "--enable-threads",
+           "--die-on-term", "--need-app", "--disable-logging",
+           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    with server(cmd, env, tmp_path / "uwsgi.log") as srv:
+        wait_for_port(app_port, DEADLINE)
+        get(f"http://127.0.0.1:{app_port}/query")
+        wanted = "lazy-apps" if mode == "lazy-apps" else "without --master"
+        assert until(lambda: wanted in srv.output(), True, "warning"), srv.output()[-3000:]
+        assert "Traceback" not in srv.output()
+
+
 def test_the_tools_are_pinned() -> None:
     constraints = (ROOT / "constraints.txt").read_text()
     for name in ("gunicorn==", "uvicorn==", "celery==", "uWSGI==", "redis=="):
