@@ -37,7 +37,10 @@ from typing import Any
 
 from _harness import BENCH_DIR, CONFIG_HELP, pg_url, worker_env, write_json
 
-WORKLOADS = ("connect_pass", "select1_sqlite", "select1_pg", "contention_pg")
+WORKLOADS = (
+    "connect_pass", "select1_sqlite", "select1_pg", "contention_pg",
+    "pgpool_connect_pass", "pgpool_select1", "pgpool_contention",
+)  # fmt: skip
 DEFAULT_CONFIGS = ("bare", "pw_null", "pw_pool", "pw", "pw_trace", "otel")
 
 # Runs inside valgrind: set up, warm up, then count only inside functools.reduce (a C function
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configuration(s) {unknown}; known: {sorted(CONFIG_HELP)}")
     n = 200 if args.quick else args.ops
     params: dict[str, Any] = {"threads": 32, "pool_size": 5}
-    if args.workload.endswith("_pg"):
+    if args.workload.endswith("_pg") or args.workload.startswith("pgpool_"):
         params["url"] = pg_url()
     layouts = 1 if args.quick else max(1, args.layouts)
     jobs = [(config, layout) for config in configs for layout in range(layouts)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,16 +64,31 @@ def app_name() -> str:
 
 
 def server_connections(observer_url: str, application_name: str) -> int:
-    """Connections PostgreSQL itself has open for ``application_name``."""
+    """Connections PostgreSQL itself has open for ``application_name``, once settled: a backend
+    whose client has just closed leaves pg_stat_activity a moment later (its process exits on
+    its own time), so the count is read until two reads 0.1 s apart agree (at most 3 s)."""
     eng = create_engine(observer_url, poolclass=__import__("sqlalchemy.pool").pool.NullPool)
     try:
         with eng.connect() as c:
-            return int(
-                c.execute(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
-                    {"a": application_name},
-                ).scalar_one()
-            )
+
+            def read() -> int:
+                return int(
+                    c.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+                        {"a": application_name},
+                    ).scalar_one()
+                )
+
+            last = read()
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+                c.rollback()  # a fresh snapshot: pg_stat_activity is fixed within a transaction
+                now = read()
+                if now == last:
+                    return now
+                last = now
+            return last
     finally:
         eng.dispose()
 
