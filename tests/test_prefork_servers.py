@@ -413,6 +413,16 @@ def test_celery_prefork_pool(env: dict[str, str], tmp_path: Path, postgres_url: 
 # --- uWSGI -----------------------------------------------------------------------------------
 
 
+def uwsgi_binary() -> Path:
+    """The venv's uwsgi; a failure in CI, where the test extra must have built it."""
+    uwsgi = BIN / "uwsgi"
+    if not uwsgi.exists():
+        if IN_CI:
+            pytest.fail("uwsgi is in the test extra and did not install")
+        pytest.skip("uwsgi did not build here")
+    return uwsgi
+
+
 def uwsgi_workers(master: int) -> list[int]:
     """The uWSGI processes the master forked (its other children are not uWSGI)."""
     with open(f"/proc/{master}/task/{master}/children") as f:
@@ -426,11 +436,7 @@ def uwsgi_workers(master: int) -> list[int]:
 
 
 def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str) -> None:
-    uwsgi = BIN / "uwsgi"
-    if not uwsgi.exists():
-        if IN_CI:
-            pytest.fail("uwsgi is in the test extra and did not install")
-        pytest.skip("uwsgi did not build here")
+    uwsgi = uwsgi_binary()
     app_port, metrics_port = free_port(), free_port()
     env["POOLWATCH_PORT"] = str(metrics_port)
     cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", "--master", "--processes", "2",
@@ -478,11 +484,7 @@ def test_uwsgi_modes_poolwatch_cannot_aggregate_say_so_and_serve_on(
 ) -> None:
     """lazy-apps (each worker imports the app) and no --master (no post-fork hook): one WARNING
     saying what to do, and the application serves its requests as without poolwatch."""
-    uwsgi = BIN / "uwsgi"
-    if not uwsgi.exists():
-        if IN_CI:
-            pytest.fail("uwsgi is in the test extra and did not install")
-        pytest.skip("uwsgi did not build here")
+    uwsgi = uwsgi_binary()
     app_port = free_port()
     extra = ["--master", "--lazy-apps", "--processes", "2"] if mode == "lazy-apps" else []
     cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", *extra, "--enable-threads",
@@ -501,11 +503,7 @@ def test_uwsgi_lazy_apps_with_a_directory_of_your_own_is_one_scrape(
 ) -> None:
     """README's lazy-apps line: PROMETHEUS_MULTIPROC_DIR set in uWSGI's environment, and the two
     workers' pools are summed on the one port, with no warning."""
-    uwsgi = BIN / "uwsgi"
-    if not uwsgi.exists():
-        if IN_CI:
-            pytest.fail("uwsgi is in the test extra and did not install")
-        pytest.skip("uwsgi did not build here")
+    uwsgi = uwsgi_binary()
     app_port, metrics_port = free_port(), free_port()
     (tmp_path / "metrics").mkdir()
     env["POOLWATCH_PORT"] = str(metrics_port)
