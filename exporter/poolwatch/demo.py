@@ -52,7 +52,7 @@ from sqlalchemy.sql import Executable
 
 from poolwatch.tools import names as n
 from poolwatch.tools.scrape import Read, Sample, bucket_quantile, registry_read
-from poolwatch.tools.top import pool_rows
+from poolwatch.tools.rows import pool_rows
 
 __all__ = [
     "DEFAULT_PORT",
