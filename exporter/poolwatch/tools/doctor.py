@@ -159,4 +159,3 @@ def main(args: argparse.Namespace, out: Any = None, at: float | None = None) -> 
     else:
         print(render_text(reports), file=out)
     return 0 if all(f.kind == "healthy" for r in reports for f in r.findings) else 1
-

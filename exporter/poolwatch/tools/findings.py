@@ -174,9 +174,11 @@ def _oversized(p: Pool, found: list[Finding]) -> Finding | None:
     idle_all_window = _v(idle) >= OVERSIZED_IDLE_CONNECTIONS
     if not (pressed or idle_all_window):
         return None
-    why = ("the fleet's maxima on its server reach"
-           f" {SERVER_PRESSURE_SHARE:.0%} of the server's limit" if pressed else
-           f"it kept at least {OVERSIZED_IDLE_CONNECTIONS} connections idle the whole window")
+    why = (
+        f"the fleet's maxima on its server reach {SERVER_PRESSURE_SHARE:.0%} of the server's limit"
+        if pressed
+        else f"it kept at least {OVERSIZED_IDLE_CONNECTIONS} connections idle the whole window"
+    )
     return Finding(
         "oversized",
         f"used at most {_v(used):.0f} of {_v(cmax):.0f} connections (<="
@@ -187,8 +189,12 @@ def _oversized(p: Pool, found: list[Finding]) -> Finding | None:
 
 
 def _held_outside(p: Pool, found: list[Finding]) -> Finding | None:
-    held, holds, stmt, statements = p("hold_seconds"), p("holds"), p("statement_seconds"), p(
-        "statements")
+    held, holds, stmt, statements = (
+        p("hold_seconds"),
+        p("holds"),
+        p("statement_seconds"),
+        p("statements"),
+    )
     if _v(holds) <= 0 or _v(statements) <= 0 or _v(held) <= 0:
         return None
     mean_hold = _v(held) / _v(holds)

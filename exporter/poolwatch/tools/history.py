@@ -116,8 +116,10 @@ def collect(q: Queries) -> Data:
         "server_max": f"min by ({K}) (last_over_time({m(n.SERVER_CONNECTIONS_MAX)}[{w}]))",
     }  # fmt: skip
     values = {name: q.by_key(expr) for name, expr in exprs.items()}
-    summaries = q.by_key(f"sum by ({K}, {n.QUERY_SUMMARY}) "
-                         f"(increase({m(n.OPERATION_DURATION + '_sum')}[{w}]))", n.QUERY_SUMMARY)
+    summaries = q.by_key(
+        f"sum by ({K}, {n.QUERY_SUMMARY}) (increase({m(n.OPERATION_DURATION + '_sum')}[{w}]))",
+        n.QUERY_SUMMARY,
+    )
     summary_counts = q.by_key(f"sum by ({K}, {n.QUERY_SUMMARY}) "
                               f"(increase({m(n.OPERATION_DURATION + '_count')}[{w}]))",
                               n.QUERY_SUMMARY)  # fmt: skip

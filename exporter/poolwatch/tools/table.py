@@ -78,8 +78,12 @@ def render_table(rows: Sequence[PoolRow], title: str = "poolwatch top") -> Any:
     for r in rows:
         cells = _cells(r)
         if r.error is not None:  # the reason goes where text may wrap
-            table.add_row(cells[0], Text("unreachable", style="bold red"), *[""] * 9,
-                          Text(r.error, style="red"))
+            table.add_row(
+                cells[0],
+                Text("unreachable", style="bold red"),
+                *[""] * 9,
+                Text(r.error, style="red"),
+            )
             continue
         sat = r.saturation or 0.0
         style = "red" if sat >= 1 and r.waiting else "yellow" if sat >= 0.8 else "green"

@@ -26,9 +26,7 @@ __all__ = ["add_arguments", "main", "prometheus_read"]
 
 
 # Everything top shows, by sample name (statement buckets are left out: only their sums are used).
-_TOP_SERIES = (
-    "db_client_connection_.+|db_client_operation_duration_seconds_sum|poolwatch_.+"
-)
+_TOP_SERIES = "db_client_connection_.+|db_client_operation_duration_seconds_sum|poolwatch_.+"
 
 
 def prometheus_read(prom: Prometheus, selector: str | None, at: float) -> list[Read]:
@@ -114,8 +112,10 @@ def _main(args: argparse.Namespace, out: Any) -> int:
                 print(render_plain(rows), file=out)
                 return _fail("no target could be read")
             if prom is not None and not any(r.error is None and r.samples for r in current):
-                return _fail(f"no poolwatch series at {prom.url}"
-                             + (f" matching {args.selector}" if args.selector else ""))
+                return _fail(
+                    f"no poolwatch series at {prom.url}"
+                    + (f" matching {args.selector}" if args.selector else "")
+                )
             if args.json:
                 print(json.dumps({"pools": rows_json(rows)}, indent=2), file=out)
             else:
@@ -142,8 +142,7 @@ def _live(read: Callable[[Sequence[Read]], tuple[list[Read], list[Read]]], inter
             try:
                 before, current = read(previous)
             except PrometheusError as e:  # shown in the view; the next refresh retries
-                before, current = [], [Read("prometheus", "prometheus", time.time(),
-                                            error=str(e))]
+                before, current = [], [Read("prometheus", "prometheus", time.time(), error=str(e))]
             stamp = time.strftime("%H:%M:%S")
             live.update(render_table(pool_rows(current, before),
                                      title=f"poolwatch top — {stamp}"))  # fmt: skip
