@@ -232,6 +232,23 @@ def test_dropped_engines_are_collected_with_their_series(registry) -> None:
     poolwatch.instrument(create_engine("sqlite://"), name="ephemeral", registry=registry)
 
 
+def test_a_dropped_engines_instrumentation_is_freed_not_kept_by_its_name(registry) -> None:
+    """An application that makes engines per tenant or per job, each under its own name, must not
+    grow by a pool's worth of trackers and histograms (tens of KiB) per engine it dropped."""
+    handles = []
+    for i in range(5):
+        engine = create_engine("sqlite://")
+        handle = poolwatch.instrument(engine, name=f"per-job-{i}", registry=registry)
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        handles.append(weakref.ref(handle))
+        del engine, c, handle
+    gc.collect()
+    generate_latest(registry)  # teardowns queued by the garbage collector run here
+    gc.collect()
+    assert [h() for h in handles] == [None] * 5
+
+
 def test_http_exporter_starts_once_and_a_taken_port_is_logged(
     registry, make_engine, caplog
 ) -> None:

@@ -391,8 +391,7 @@ def test_without_the_private_connect_seam(make_pool, registry, postgres_url, mon
 def test_folded_statements_are_counted_as_for_sqlalchemy(make_pool, registry, build):
     # The cap, "other" and the folded counter are the core's (core/statement_series.py): every
     # execution past the cap is counted, failed ones too, as for an Engine.
-    pool = make_pool(min_size=1, max_size=1)
-    pool.wait()  # see the note on connections the pool opens while instrument() runs
+    pool = make_pool(min_size=1, max_size=1)  # its connection may be opening as instrument() runs
     handle = poolwatch.instrument(pool, registry=registry, max_query_summaries=2)
     m = Reader(registry, handle.name)
     with pool.connection() as conn:

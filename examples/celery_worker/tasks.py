@@ -1,12 +1,13 @@
-"""Celery tasks on an instrumented engine; every worker process serves its own /metrics.
+"""Celery tasks on an instrumented engine; one scrape shows every worker process's pools.
 
-    DATABASE_URL=postgresql+psycopg://app@db/orders celery -A tasks worker --concurrency 4
+    POOLWATCH_PORT=9464 DATABASE_URL=postgresql+psycopg://app@db/orders celery -A tasks worker -c 4
 
-Celery's prefork pool forks its worker processes, and a pool's connections must not cross a
-fork: each worker process creates its engine when it starts (``worker_process_init``) and
-instruments it there. Each serves ``/metrics`` on ``POOLWATCH_PORT_BASE`` plus its index
-(9464, 9465, ... for ``--concurrency 4``): scrape them all. (A single endpoint for all
-workers needs the multiprocess backend, coming with ``poolwatch.celery``, issue #15.)
+``import poolwatch.celery``, the one line in the module that defines the app (Celery's main
+process imports it before it forks the pool), writes each pool process's series into
+prometheus_client's multiprocess files, and the main process serves the sum of all of them on
+``POOLWATCH_PORT``: one target to scrape, whatever the concurrency (README, "Pre-fork servers").
+A pool's connections must not cross a fork: each pool process creates its engine when it starts
+(``worker_process_init``) and instruments it there.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from celery.utils.log import current_process_index
 from sqlalchemy import Engine, create_engine, text
 
 import poolwatch
+import poolwatch.celery  # the one line
 
 broker = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 app = Celery("orders", broker=broker, backend=os.environ.get("CELERY_RESULT_BACKEND", broker))
@@ -36,8 +37,7 @@ def instrument_worker_process(**_: Any) -> None:
         pool_size=2,
         max_overflow=0,
     )
-    port = int(os.environ.get("POOLWATCH_PORT_BASE", "9464")) + (current_process_index(base=0) or 0)
-    poolwatch.instrument(engine, name="orders-worker", port=port, addr="127.0.0.1")
+    poolwatch.instrument(engine, name="orders-worker")
 
 
 @app.task(name="orders.server_connections")

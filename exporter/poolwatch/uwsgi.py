@@ -5,13 +5,25 @@ One line in your WSGI module (uWSGI loads it in the master before it forks the w
 
     import poolwatch.uwsgi
 
-``PROMETHEUS_MULTIPROC_DIR`` is set to a private directory if it is not set; each worker writes
-its last counts when it exits (``uwsgi.atexit``); a worker that dies drops out of the gauges at
-the next scrape (poolwatch checks that each process is alive; uWSGI has no Python hook in the
-master for a worker's death). The master runs no Python while it supervises, so with
-``POOLWATCH_PORT`` one worker serves the aggregated view of all of them, and another takes the
-port over if that one dies (within a few seconds). Needs ``enable-threads`` (poolwatch's sampler
-is a thread).
+``PROMETHEUS_MULTIPROC_DIR`` is set to a private directory if it is not set (uWSGI's master runs
+no Python at exit, so a small process removes it once the master and every worker have exited);
+each worker writes its last counts when it exits (``uwsgi.atexit``); a worker that dies drops out
+of the gauges at the next scrape (poolwatch checks that each process is alive; uWSGI has no Python
+hook in the master for a worker's death). With ``POOLWATCH_PORT`` one worker serves the
+aggregated view of all of them, and another takes the port over if that one dies (within a few
+seconds). Needs ``enable-threads`` (poolwatch's sampler is a thread: without it no Python thread
+runs in a worker).
+
+poolwatch starts no thread in the master (its sampler is held there, and each worker starts its
+own after the fork), so a pool the master instrumented before the fork writes nothing. This is not
+a choice: uWSGI forks the first worker holding the GIL, then releases it in the master for good
+(``uwsgi_python_master_fixup``) and forks every later worker without taking it again (unless
+``py-call-uwsgi-fork-hooks`` is set). A Python thread of the master, waiting for the GIL while the
+master loaded the app, takes it at once, so the next worker is forked with the GIL held by a thread
+it does not have: it waits for it forever, before it accepts a single request, and does not exit
+when the master stops it (unbit/uwsgi #1149, #2387). Your own threads started in the master (the
+background clients of monitoring tools, at import) do the same: start them in a
+``uwsgidecorators.postfork`` function.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import os
 
 from poolwatch.backends.multiprocess import SERVED_BY_MASTER, service
 from poolwatch.core import lifecycle
+from poolwatch.core.sampler import sampler
 
 __all__: list[str] = []
 
@@ -33,18 +46,23 @@ try:
 except ImportError:  # imported outside uWSGI (tests, tools): nothing to hook
     pass
 else:
+    service.remove_after_the_service()
     _previous = getattr(uwsgi, "atexit", None)
 
-    def _at_exit() -> None:
+    def _at_exit() -> None:  # in a worker (uWSGI's master runs no atexit handler)
         service.flush_now()
-        service.stop_master()  # only in the master, which made the private directory
         if callable(_previous):
             _previous()
 
     uwsgi.atexit = _at_exit
 
+    if uwsgi.worker_id() == 0:  # the master (or, without --master, the first worker-to-be)
+        sampler.hold()
+
     def _post_fork() -> None:
         # uWSGI forks without Python's at-fork handlers unless py-call-osafterfork is set.
         lifecycle.ensure_fork_handled()
+        # Without --master the process that loaded the app becomes worker 1 unforked.
+        sampler.release()
 
     postfork(_post_fork)

@@ -31,9 +31,10 @@ from poolwatch.core.config import _parse_bool
 from poolwatch.core.errors import logger
 
 __all__ = [
-    "COMPILED", "Buckets", "Series", "Switch", "async_checkin_wrapper", "async_checkout_wrapper",
-    "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper", "compiled_build",
-    "cursor_execute_wrapper", "execute_wrapper", "pure_python_requested",
+    "COMPILED", "SEEN", "Buckets", "Series", "Switch", "async_checkin_wrapper",
+    "async_checkout_wrapper", "async_cursor_execute_wrapper", "checkin_wrapper",
+    "checkout_wrapper", "compiled_build", "cursor_execute_wrapper", "execute_wrapper",
+    "pure_python_requested",
 ]  # fmt: skip
 
 
@@ -107,6 +108,7 @@ def _choose() -> ModuleType:
 
 _module = _choose()
 COMPILED: bool = _module is not interpreted
+SEEN = interpreted.SEEN
 # Typed as the interpreted module's names; the compiled ones are the same source.
 Switch: type[interpreted.Switch] = interpreted.Switch
 Series: type[interpreted.Series] = interpreted.Series

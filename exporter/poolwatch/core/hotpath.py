@@ -54,7 +54,8 @@ if not cython.compiled:
     from time import perf_counter as _clock  # the same, interpreted
 
 __all__ = [
-    "COMPILED", "Buckets", "Series", "Switch", "async_checkin_wrapper", "async_checkout_wrapper",
+    "COMPILED", "SEEN", "Buckets", "Series", "Switch", "async_checkin_wrapper",
+    "async_checkout_wrapper",
     "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper",
     "cursor_execute_wrapper", "execute_wrapper",
 ]  # fmt: skip
@@ -62,6 +63,10 @@ __all__ = [
 COMPILED: bool = cython.compiled
 NOT_WAITING = math.inf
 """The start time of a free slot of ``PoolState.waiting_starts``."""
+SEEN = "_poolwatch_seen"
+"""The attribute a psycopg connection gets when poolwatch has prepared it: the instrumentation's
+:class:`Switch` (see ``unseen`` in :func:`checkout_wrapper`, which spells it as a literal: a
+constant string when compiled, not a lookup of this global)."""
 
 Recorder = Callable[[float], None]
 
@@ -177,13 +182,17 @@ def checkout_wrapper(
     pending_limit: int,
     timeout_error: type[BaseException],
     key: str | None = "_connection_record",
+    unseen: Callable[[Any], None] | None = None,
 ) -> Callable[..., Any]:
     """``pool.connect`` (SQLAlchemy) or ``pool.getconn`` (psycopg_pool) timed: the wait, the
     waiting callers, the checkout time of the connection's key. ``pending`` is None when
     ``record_wait`` never defers. ``key`` names the attribute of what ``connect`` returns that
     identifies the connection (SQLAlchemy's fairy: its ``_connection_record``), or None for the
     object itself (a psycopg connection); compiled, ``getattr`` with a str costs what the
-    attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``)."""
+    attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``).
+    ``unseen`` (psycopg_pool) is called with a connection whose :data:`SEEN` attribute is not
+    this ``switch``, before it is handed over: one the pool opened while ``instrument()`` ran,
+    which no other seam saw."""
     state = instrumentation.state
     # A slot per caller inside connect() (see PoolState.waiting_starts): a list pop and two
     # item stores, where a dict keyed by start time hashed a float twice per checkout and
@@ -223,6 +232,8 @@ def checkout_wrapper(
             free.append(slot)
             record = fairy if key is None else getattr(fairy, key)
             checked_out.setdefault(record, t1)
+            if unseen is not None and getattr(record, "_poolwatch_seen", None) is not switch:
+                unseen(record)
             record_wait(t1 - t0)
             if pending is not None and pending() > pending_limit:
                 drain()
@@ -246,11 +257,12 @@ def async_checkout_wrapper(
     drain: Callable[[], None],
     pending_limit: int,
     timeout_error: type[BaseException],
+    unseen: Callable[[Any], None] | None = None,
 ) -> Callable[..., Any]:
     """:func:`checkout_wrapper` for a coroutine ``connect`` (``AsyncConnectionPool.getconn``),
-    keyed by the connection itself. A task cancelled while it waits frees its slot like any
-    other failed checkout (``CancelledError`` is a ``BaseException``) and is not counted as an
-    error."""
+    keyed by the connection itself, ``unseen`` as there. A task cancelled while it waits frees its
+    slot like any other failed checkout (``CancelledError`` is a ``BaseException``) and is not
+    counted as an error."""
     state = instrumentation.state
     starts: list[float] = state.waiting_starts
     free: list[int] = state.waiting_free
@@ -284,6 +296,8 @@ def async_checkout_wrapper(
             starts[slot] = NOT_WAITING
             free.append(slot)
             checked_out.setdefault(conn, t1)
+            if unseen is not None and getattr(conn, "_poolwatch_seen", None) is not switch:
+                unseen(conn)
             record_wait(t1 - t0)
             if pending is not None and pending() > pending_limit:
                 drain()

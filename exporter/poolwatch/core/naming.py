@@ -88,5 +88,7 @@ class NameRegistry:
     def release(self, scope: int, name: str, holds: Callable[[], bool] | None = None) -> None:
         """Give ``name`` back (only if ``holds`` is still its holder, when given)."""
         with self._lock:
-            if holds is None or self._taken.get((scope, name)) is holds:
+            # ``==``, not ``is``: a bound method (``inst._holds``) is a new object at every
+            # access, and equal to another one of the same method of the same object.
+            if holds is None or self._taken.get((scope, name)) == holds:
                 self._taken.pop((scope, name), None)

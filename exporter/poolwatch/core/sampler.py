@@ -7,11 +7,16 @@ has, and the hot path never does this work. The thread is a daemon, started by t
 ended when the last one goes; after ``fork()`` the child starts its own (the parent's thread does
 not exist there, and a child must never believe it runs). Jobs that must also run when the
 process exits (a last flush) say so, and run from ``atexit``.
+
+A process may be held (:meth:`Sampler.hold`): it starts no thread and runs no job, and its forked
+children run them. A uWSGI master is held (see :mod:`poolwatch.uwsgi`): any Python thread running
+there when it forks a worker can leave that worker waiting for the GIL forever.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +53,7 @@ class Sampler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._exiting = False
+        self._held_pid: int | None = None
 
     def add(self, job: Job) -> None:
         with self._lock:
@@ -71,6 +77,24 @@ class Sampler:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    def hold(self) -> None:
+        """Start no thread in this process and run no job here, at exit included (the thread
+        running now ends at its next pass); a child forked from it is not held."""
+        with self._lock:
+            self._held_pid = os.getpid()
+        self._wake.set()
+
+    def release(self) -> None:
+        """Undo :meth:`hold` in this process: the thread starts if there are jobs."""
+        with self._lock:
+            if self._held_pid == os.getpid():
+                self._held_pid = None
+                self._ensure_thread()
+        self._wake.set()
+
+    def held(self) -> bool:
+        return self._held_pid == os.getpid()
+
     def wake(self) -> None:
         """Run the due jobs now (a new pool's first gauges need not wait a whole interval)."""
         self._wake.set()
@@ -83,7 +107,9 @@ class Sampler:
 
     def _ensure_thread(self) -> None:
         # Called with the lock held.
-        if self._exiting or (self._thread is not None and self._thread.is_alive()):
+        if self._exiting or self.held():
+            return
+        if self._thread is not None and self._thread.is_alive():
             return
         self._thread = threading.Thread(target=self._loop, name="poolwatch-sampler", daemon=True)
         self._thread.start()
@@ -92,7 +118,7 @@ class Sampler:
         while True:
             with self._lock:
                 jobs = list(self._jobs)
-                if not jobs or self._exiting:
+                if not jobs or self._exiting or self.held():
                     self._thread = None
                     return
             now = time.monotonic()
@@ -121,7 +147,7 @@ class Sampler:
     def _at_exit(self) -> None:
         with self._lock:
             self._exiting = True
-            jobs = [j for j in self._jobs if j.at_exit]
+            jobs = [] if self.held() else [j for j in self._jobs if j.at_exit]
         now = time.monotonic()
         for job in jobs:
             _run(job, now)

@@ -1,8 +1,9 @@
 """When a pool reads its server's connection limit, and what happens when it cannot.
 
-The read happens on a connection the pool is opening anyway (a source calls :meth:`maybe_read`
-from its "connection opened" hook), at most once per :data:`INTERVAL` per pool so that a failover
-to a server with other limits is followed; never on a checkout that reuses a connection. A failed
+The read happens on a connection the pool is opening anyway (a source calls :meth:`maybe_read`,
+or for an async connection awaits :meth:`maybe_read_async`, from its "connection opened" hook),
+at most once per :data:`INTERVAL` per pool so that a failover to a server with other limits is
+followed; never on a checkout that reuses a connection. A failed
 read leaves the series absent and is logged once with the error's type (never its message, which
 can name the user or the database).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +54,14 @@ class ServerProbe:
         db_system: str,
         server: str,
         read: Callable[[Any, str], ServerLimits | None],
+        read_async: Callable[[Any, str], Awaitable[ServerLimits | None]] | None = None,
     ) -> None:
         self.state = state
         self.db_system = db_system
         self.server = server
         """``host:port/database`` as the pool addresses it (for the log line)."""
         self._read = read
+        self._read_async = read_async
         self._next = 0.0
         self._lock = threading.Lock()
         self._failed_logged = False
@@ -83,18 +86,36 @@ class ServerProbe:
         try:
             limits = self._read(dbapi_connection, self.db_system)
         except Exception as e:
-            self.state.server_limits = None
-            if not self._failed_logged:
-                self._failed_logged = True
-                logger.warning(
-                    "poolwatch: pool %r could not read the server's connection limits (%s); "
-                    "poolwatch_server_connections_max is absent for it (a pooler in between, a "
-                    "role without access to pg_roles/pg_database, a read-only replica can cause "
-                    "this; server_limits=False turns the read off)",
-                    self.state.name,
-                    type(e).__name__,
-                )
+            self._failed(e)
             return
+        self._store(limits)
+
+    async def maybe_read_async(self, connection: Any) -> None:
+        """:meth:`maybe_read` on an async connection (awaited on its event loop). Never raises,
+        except a cancellation."""
+        if self._read_async is None or not self.due():
+            return
+        try:
+            limits = await self._read_async(connection, self.db_system)
+        except Exception as e:
+            self._failed(e)
+            return
+        self._store(limits)
+
+    def _failed(self, error: Exception) -> None:
+        self.state.server_limits = None
+        if not self._failed_logged:
+            self._failed_logged = True
+            logger.warning(
+                "poolwatch: pool %r could not read the server's connection limits (%s); "
+                "poolwatch_server_connections_max is absent for it (a pooler in between, a "
+                "role without access to pg_roles/pg_database, a read-only replica can cause "
+                "this; server_limits=False turns the read off)",
+                self.state.name,
+                type(error).__name__,
+            )
+
+    def _store(self, limits: ServerLimits | None) -> None:
         self.state.server_limits = limits
         if limits is not None and not self._announced:
             self._announced = True

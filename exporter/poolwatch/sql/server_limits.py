@@ -4,7 +4,9 @@ PostgreSQL: ``max_connections`` less ``superuser_reserved_connections`` and
 ``reserved_connections`` (16+), or the role's or the database's ``CONNECTION LIMIT`` if smaller.
 MySQL and MariaDB: ``max_connections``, or ``max_user_connections`` if set and smaller. Other
 databases: nothing (the series is absent, never wrong). One round trip, in its own transaction,
-rolled back, so the connection is handed on as it was.
+rolled back, so the connection is handed on as it was. :func:`read_server_limits_async` is the
+same over a connection whose cursor methods and ``rollback`` are coroutines (psycopg's
+``AsyncConnection``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from poolwatch.core.server_probe import ServerLimits
 
-__all__ = ["QUERIES", "read_server_limits"]
+__all__ = ["QUERIES", "read_server_limits", "read_server_limits_async"]
 
 QUERIES: Mapping[str, str] = {
     "postgresql": (
@@ -63,6 +65,27 @@ def read_server_limits(dbapi_connection: Any, db_system: str) -> ServerLimits | 
             cursor.close()
         finally:
             dbapi_connection.rollback()
+    return _limits(db_system, row)
+
+
+async def read_server_limits_async(connection: Any, db_system: str) -> ServerLimits | None:
+    """:func:`read_server_limits` over an async connection."""
+    query = QUERIES.get(db_system)
+    if query is None:
+        return None
+    cursor = connection.cursor()
+    try:
+        await cursor.execute(query)
+        row = await cursor.fetchone()
+    finally:
+        try:
+            await cursor.close()
+        finally:
+            await connection.rollback()
+    return _limits(db_system, row)
+
+
+def _limits(db_system: str, row: Any) -> ServerLimits | None:
     if row is None:
         return None
     settings = {

@@ -6,6 +6,11 @@ promise the workers that the master serves the service's ``/metrics`` (so none o
 When a worker exits: its live gauges go and its counts join the archive. When a worker is about to
 exit: its last values are written. :mod:`poolwatch.gunicorn`, :mod:`poolwatch.celery` and
 :mod:`poolwatch.uwsgi` call these from their servers' hooks.
+
+A master that runs no Python at exit (uWSGI's) cannot remove its private directory itself:
+:func:`remove_after_the_service` leaves that to a small process that waits on a pipe whose write
+end the master and every worker forked from it hold, so it reads the end of the pipe when the last
+process of the service has exited, however it exited.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from typing import Any, cast
 
@@ -26,14 +32,19 @@ __all__ = [
     "PRIVATE_DIR_PREFIX",
     "flush_now",
     "prepare_master",
+    "remove_after_the_service",
     "serve_from_master",
     "stop_master",
     "worker_exited",
 ]
 
 PRIVATE_DIR_PREFIX = "poolwatch-multiproc-"
+PRIVATE_DIR_ENV = "POOLWATCH_PRIVATE_MULTIPROC_DIR"
+"""The private directory a master made, in the environment a re-executed master inherits."""
 _private: str | None = None
 _master_pid: int | None = None
+_janitor: subprocess.Popen[bytes] | None = None
+_janitor_pipe: int | None = None
 
 
 def prepare_master() -> str:
@@ -41,9 +52,11 @@ def prepare_master() -> str:
     the aggregated view as the master's job. Call before any worker is forked."""
     global _private, _master_pid
     path = directory()
-    if path is None:
+    # A master that re-executed itself (uWSGI's reload, gunicorn's USR2) inherits the private
+    # directory of its former self, which goes when that one's processes are gone: a new one.
+    if path is None or path == os.environ.get(PRIVATE_DIR_ENV):
         path = _private = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[PRIVATE_DIR_ENV] = path
         _rebind_prometheus_client()
     else:
         os.makedirs(path, exist_ok=True)
@@ -90,7 +103,10 @@ def worker_exited(pid: int) -> None:
 
 
 def flush_now() -> None:
-    """In a worker about to exit: write its last values (the at-exit jobs of the sampler)."""
+    """In a worker about to exit: write its last values (the at-exit jobs of the sampler).
+    Nothing in a held process (a uWSGI master: its pools never write)."""
+    if sampler.held():
+        return
     for job in sampler.jobs():
         if job.at_exit:
             job.run(0.0)
@@ -103,3 +119,26 @@ def stop_master() -> None:
         with contextlib.suppress(OSError):
             shutil.rmtree(_private)
         _private = None
+
+
+def remove_after_the_service() -> None:
+    """In the master, before any worker is forked: have the private directory (if poolwatch made
+    it) removed once this process and every process forked from it have exited. Never raises."""
+    global _janitor, _janitor_pipe
+    if _private is None or _janitor is not None:
+        return
+    read_end, write_end = os.pipe()
+    try:
+        # cat returns at end of file: when the last holder of the write end has gone.
+        _janitor = subprocess.Popen(
+            ["/bin/sh", "-c", 'cat >/dev/null; exec rm -rf -- "$1"', "poolwatch-cleanup", _private],
+            stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, start_new_session=True,  # the server's process group may be killed
+        )  # fmt: skip
+    except OSError as e:
+        os.close(write_end)
+        logger.warning("poolwatch: %s will not be removed at exit (%s)", _private, e)
+    else:
+        _janitor_pipe = write_end  # held open until exit: this process and each fork inherit it
+    finally:
+        os.close(read_end)

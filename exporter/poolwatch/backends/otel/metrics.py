@@ -233,7 +233,8 @@ def _after_fork_in_child() -> None:
         "OpenTelemetry metrics from a provider made in the parent are unsupported in a worker "
         "(each worker would export the parent's values under the same service.instance.id). "
         "Make the MeterProvider in each worker, after the fork (gunicorn post_fork, Celery "
-        "worker_process_init), with a per-worker service.instance.id, and instrument there "
+        "worker_process_init, uWSGI uwsgidecorators.postfork), with a per-worker "
+        "service.instance.id, and instrument there "
         "(README, 'Pre-fork servers')"
     )
 

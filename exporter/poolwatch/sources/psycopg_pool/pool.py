@@ -146,20 +146,34 @@ class PsycopgPoolInstrumentation:
         return pool_limits(pool) if pool is not None else PoolLimits(pool_class="")
 
     def _adopt(self, conn: Any) -> None:
+        """Prepare a connection no seam saw opening: the idle ones at ``instrument()``, and at
+        its first checkout one the pool was opening while ``instrument()`` ran (its ``_connect``
+        began before the wrapper was in place) or opened without the connect seam."""
+        self._mark(conn)
         if not conn.closed:
             self.state.live.add(conn)
             if self._on_connect is not None:
                 self._on_connect(conn)
+
+    def _mark(self, conn: Any) -> None:
+        # What the checkout wrapper compares: this instrumentation's switch, so a connection
+        # of an earlier instrumentation of the pool is prepared again.
+        try:
+            setattr(conn, wrappers.SEEN, self.switch)
+        except AttributeError:
+            pass  # a connection class without a __dict__: prepared again at each checkout
+
+    def _unseen(self, conn: Any) -> None:
+        try:
+            self._adopt(conn)
+        except Exception as e:
+            self.state.errors.report("checkout", e)
 
     # -- collection time -------------------------------------------------------------------
     def refresh(self) -> None:
         """Before the gauges are read: forget closed connections, count what the pool's own
         counters saw since the last collection."""
         live = self.state.live
-        for conn in list(self.state.checked_out):
-            # Without the connect seam, a connection is first seen at checkout.
-            if not self._connect_seam and not conn.closed:
-                live.add(conn)
         for conn in list(live):
             if conn.closed:
                 live.discard(conn)
@@ -185,11 +199,12 @@ class PsycopgPoolInstrumentation:
         pending = None if t.pending is NOTHING_PENDING else t.pending
         if self.is_async:
             return wrappers.async_checkout_wrapper(
-                getconn, self.switch, self, t.wait, pending, t.drain, PENDING_LIMIT, PoolTimeout
-            )
+                getconn, self.switch, self, t.wait, pending, t.drain, PENDING_LIMIT, PoolTimeout,
+                self._unseen,
+            )  # fmt: skip
         return wrappers.checkout_wrapper(
             getconn, self.switch, self, t.wait, pending, t.drain, PENDING_LIMIT, PoolTimeout,
-            None,
+            None, self._unseen,
         )  # fmt: skip
 
     def _putconn_wrapper(self, putconn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -230,17 +245,36 @@ class PsycopgPoolInstrumentation:
         return elapsed
 
     # -- new connections, close -----------------------------------------------------------------
-    def _opened(self, conn: Any, seconds: float) -> None:
+    def _opened(self, conn: Any, seconds: float, *, probe: bool = True) -> None:
         try:
+            self._mark(conn)
             self.state.live.add(conn)
             self.tracker.created(seconds)
-            if self._probe is not None:
+            if probe and self._probe is not None:
                 # Before the statement seam: the probe's own query is not the application's.
                 self._probe.maybe_read(conn)
             if self._on_connect is not None:
                 self._on_connect(conn)
         except Exception as e:
             self.state.errors.report("connect", e)
+
+    async def _probe_async(self, conn: Any) -> None:
+        """The server probe on a new async connection, awaited in the pool's own connect (a
+        worker task, or a null pool's ``getconn``): on the event loop, without blocking it, on
+        a connection nobody else has yet. Never raises, except a cancellation, after which the
+        connection is closed (the pool never got it)."""
+        if self._probe is None:
+            return
+        try:
+            await self._probe.maybe_read_async(conn)
+        except Exception as e:
+            self.state.errors.report("connect", e)
+        except BaseException:
+            try:
+                await conn.close()
+            except BaseException:
+                pass
+            raise
 
     def _connect_failed(self, error: BaseException) -> None:
         try:
@@ -262,7 +296,9 @@ class PsycopgPoolInstrumentation:
                 except BaseException as e:
                     self._connect_failed(e)
                     raise
-                self._opened(conn, time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                await self._probe_async(conn)
+                self._opened(conn, seconds, probe=False)
                 return conn
 
             return poolwatch_connect_async

@@ -27,9 +27,10 @@ from poolwatch.core.naming import DEFAULT_PORTS, semconv_pool_name
 from poolwatch.core.server_probe import ServerProbe
 from poolwatch.core.state import PoolLimits
 from poolwatch.sources.psycopg_pool import _compat
+from poolwatch.sources.psycopg_pool.application_name import NamedKwargs, set_application_name
 from poolwatch.sources.psycopg_pool.pool import PsycopgPoolInstrumentation
 from poolwatch.sources.psycopg_pool.statements import PsycopgStatements
-from poolwatch.sql.server_limits import read_server_limits
+from poolwatch.sql.server_limits import read_server_limits, read_server_limits_async
 
 if TYPE_CHECKING:
     from poolwatch.sources.psycopg_pool.tracing import PsycopgTracing
@@ -95,6 +96,7 @@ class PsycopgPoolSource:
         self._pool: PsycopgPoolInstrumentation | None = None
         self._statements: PsycopgStatements | None = None
         self._tracing: PsycopgTracing | None = None
+        self._named: NamedKwargs | None = None
 
     def target(self) -> Any:
         return self._target()
@@ -120,12 +122,15 @@ class PsycopgPoolSource:
             return
         settings = inst.settings
         inst.state.is_open = _is_open
+        if settings.application_name is not False:
+            wanted = inst.name if settings.application_name is True else settings.application_name
+            self._named = set_application_name(target, inst.name, wanted)
         probe = None
-        if settings.server_limits and not isinstance(target, AsyncConnectionPool):
-            # Read on a connection the pool opens anyway; an async connection's execute is a
-            # coroutine, which the probe cannot await.
+        if settings.server_limits:
+            # Read on a connection the pool opens anyway, before the pool has it; an async
+            # pool's connect awaits the async read on its own loop.
             probe = ServerProbe(inst.state, self.db_system, semconv_pool_name(
-                "postgresql", *self._server), _read_limits)
+                "postgresql", *self._server), _read_limits, _read_limits_async)
         if settings.statement_metrics:
             self._statements = PsycopgStatements(
                 inst.state,
@@ -168,6 +173,9 @@ class PsycopgPoolSource:
         self._pool.install()
 
     def uninstall(self) -> None:
+        target = self._target()
+        if self._named is not None and target is not None:
+            self._named.restore(target)
         if self._pool is not None:
             self._pool.uninstall()
         if self._tracing is not None:
@@ -190,8 +198,20 @@ class _PlainCursors:
         self._conn.rollback()
 
 
+class _PlainAsyncCursors(_PlainCursors):
+    def cursor(self) -> Any:
+        return psycopg.AsyncCursor(self._conn, row_factory=tuple_row)
+
+    async def rollback(self) -> None:  # type: ignore[override]
+        await self._conn.rollback()
+
+
 def _read_limits(conn: Any, db_system: str) -> Any:
     return read_server_limits(_PlainCursors(conn), db_system)
+
+
+async def _read_limits_async(conn: Any, db_system: str) -> Any:
+    return await read_server_limits_async(_PlainAsyncCursors(conn), db_system)
 
 
 def _is_open(conn: Any) -> bool:

@@ -2,16 +2,18 @@
 
 psycopg 3 has no statement hook. Every ``conn.execute()`` and ``conn.cursor().execute()`` goes
 through ``conn.cursor_factory``, a class the connection holds (psycopg's ``Cursor`` by default,
-Django's own, or one the application set). So each new connection of the pool gets, as its
-``cursor_factory``, a subclass of the class it already had, which overrides ``execute`` and
-``executemany`` only: the application's class stays the base and runs every statement, its
-``row_factory`` is untouched, and the overriding ``execute`` is the compiled
+Django's own, or one the application set), and every ``conn.cursor(name=...)`` through
+``conn.server_cursor_factory``. So each connection of the pool gets, as each factory, a subclass
+of the class it already had, which overrides the methods that run statements only: the
+application's class stays the base and runs every statement, its ``row_factory`` is untouched,
+and the overriding ``execute`` of a client-side cursor is the compiled
 :func:`poolwatch.core.hotpath.cursor_execute_wrapper` (one call and a cached dictionary lookup per
-statement). A wrapper around each cursor (OpenTelemetry's psycopg instrumentation proxies the
-connection) costs an object and a Python frame per statement; ``conn.wait``, through which every
-operation goes, never sees the statement text. Server-side cursors (``server_cursor_factory``),
-``stream()`` and ``copy()`` are not timed. ``uninstrument()`` gives each connection back its
-own class.
+statement). ``executemany``, a server-side cursor's ``execute`` (its ``DECLARE``), ``stream()``
+and ``copy()`` are timed by :mod:`.methods`, in plain Python (see there what their duration is).
+A wrapper around each cursor (OpenTelemetry's psycopg instrumentation proxies the connection)
+costs an object and a Python frame per statement; ``conn.wait``, through which every operation
+goes, never sees the statement text. ``uninstrument()`` gives each connection back its own
+classes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -29,6 +30,7 @@ from poolwatch.core.errors import logger
 from poolwatch.core.state import PoolState
 from poolwatch.core.statement_series import StatementSeries
 from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
+from poolwatch.sources.psycopg_pool.methods import observed_call, observed_copy, observed_stream
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.redact import redact_sql
 from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
@@ -36,7 +38,10 @@ from poolwatch.sql.summary import UNKNOWN_SUMMARY, operation_name, summarize_sql
 if TYPE_CHECKING:
     from poolwatch.core.hotpath import Series
 
-__all__ = ["PsycopgStatements"]
+__all__ = ["FACTORIES", "PsycopgStatements"]
+
+FACTORIES = ("cursor_factory", "server_cursor_factory")
+"""The connection attributes holding the cursor classes that run its statements."""
 
 OTHER = UNKNOWN_SUMMARY
 _DIALECT = "postgresql"  # the readings of quotes and comments redaction must agree on
@@ -85,22 +90,24 @@ class PsycopgStatements:
     def uninstall(self) -> None:
         self.switch.on = False
         for conn in list(self._connections):
-            base = self._bases.get(getattr(conn, "cursor_factory", None))  # type: ignore[arg-type]
-            if base is not None:
-                conn.cursor_factory = base
+            for attribute in FACTORIES:
+                base = self._bases.get(getattr(conn, attribute, None))  # type: ignore[arg-type]
+                if base is not None:
+                    setattr(conn, attribute, base)
         self._connections.clear()
 
     # -- per connection ------------------------------------------------------------------------
     def adopt(self, conn: Any) -> None:
         """Time the statements of ``conn`` (a new connection of the pool)."""
         try:
-            factory = getattr(conn, "cursor_factory", None)
-            if not isinstance(factory, type) or factory in self._bases:
-                return
-            derived = self._derive(factory)
-            if derived is not None:
-                conn.cursor_factory = derived
-                self._connections.add(conn)
+            for attribute in FACTORIES:
+                factory = getattr(conn, attribute, None)
+                if not isinstance(factory, type) or factory in self._bases:
+                    continue
+                derived = self._derive(factory)
+                if derived is not None:
+                    setattr(conn, attribute, derived)
+                    self._connections.add(conn)
         except Exception as e:
             self.state.errors.report("statement", e)
 
@@ -109,67 +116,55 @@ class PsycopgStatements:
             derived = self._derived.get(base)
             if derived is not None:
                 return derived
-            if issubclass(base, psycopg.AsyncCursor):
-                execute = wrappers.async_cursor_execute_wrapper
-            elif issubclass(base, psycopg.Cursor):
-                execute = wrappers.cursor_execute_wrapper
-            else:
+            is_async = issubclass(base, psycopg.AsyncCursor)
+            if not is_async and not issubclass(base, psycopg.Cursor):
                 return None
-            args = (self.switch, self, self._cache, self._series_for, self.slow_threshold,
-                    PENDING_LIMIT)  # fmt: skip
+            cls: Any = base  # a psycopg cursor class
             namespace: dict[str, Any] = {
                 "__slots__": (),
                 "__module__": base.__module__,
                 "__qualname__": base.__qualname__,
-                "execute": execute(base.execute, *args),
-                "executemany": self._executemany(base),
-            }
+                "stream": observed_stream(cls.stream, self._begin, self._finish,
+                                          is_async=is_async),
+                "copy": observed_copy(cls.copy, self._begin, self._finish, is_async=is_async),
+            }  # fmt: skip
+            if issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
+                # Its execute declares the cursor and takes no ``prepare``; its executemany
+                # always raises NotSupportedError, before any round trip.
+                namespace["execute"] = observed_call(cls.execute, self._begin, self._finish,
+                                                     is_async=is_async)  # fmt: skip
+            else:
+                execute = (wrappers.async_cursor_execute_wrapper if is_async
+                           else wrappers.cursor_execute_wrapper)  # fmt: skip
+                args = (self.switch, self, self._cache, self._series_for, self.slow_threshold,
+                        PENDING_LIMIT)  # fmt: skip
+                namespace["execute"] = execute(cls.execute, *args)
+                namespace["executemany"] = observed_call(
+                    cls.executemany, self._begin, self._finish, is_async=is_async
+                )
             derived = type(base.__name__, (base,), namespace)
             derived._poolwatch = self  # type: ignore[attr-defined]
             self._derived[base] = derived
             self._bases[derived] = base
             return derived
 
-    def _executemany(self, base: type) -> Callable[..., Any]:
-        """Off the hot path (one call for many rows): plain Python."""
-        original: Callable[..., Any] = getattr(base, "executemany")  # noqa: B009
-        statements = self
+    def _begin(self, query: Any) -> tuple[Series, float] | None:
+        """Off the hot path (see :mod:`.methods`): the statement's series and its start."""
+        if not self.switch.on:
+            return None
+        return self._series_for(query), time.perf_counter()
 
-        if issubclass(base, psycopg.AsyncCursor):
-
-            async def executemany_async(
-                cursor: Any, query: Any, params_seq: Iterable[Any], *, returning: bool = False
-            ) -> Any:
-                if not statements.switch.on:
-                    return await original(cursor, query, params_seq, returning=returning)
-                series = statements._series_for(query)
-                t0 = time.perf_counter()
-                try:
-                    result = await original(cursor, query, params_seq, returning=returning)
-                except BaseException as e:
-                    statements._failed(series, query, time.perf_counter() - t0, e)
-                    raise
-                statements._record(series, query, time.perf_counter() - t0)
-                return result
-
-            return executemany_async
-
-        def executemany(
-            cursor: Any, query: Any, params_seq: Iterable[Any], *, returning: bool = False
-        ) -> Any:
-            if not statements.switch.on:
-                return original(cursor, query, params_seq, returning=returning)
-            series = statements._series_for(query)
-            t0 = time.perf_counter()
-            try:
-                result = original(cursor, query, params_seq, returning=returning)
-            except BaseException as e:
-                statements._failed(series, query, time.perf_counter() - t0, e)
-                raise
-            statements._record(series, query, time.perf_counter() - t0)
-            return result
-
-        return executemany
+    def _finish(
+        self, token: tuple[Series, float] | None, query: Any, error: BaseException | None
+    ) -> None:
+        if token is None:
+            return
+        series, t0 = token
+        elapsed = time.perf_counter() - t0
+        if error is None:
+            self._record(series, query, elapsed)
+        else:
+            self._failed(series, query, elapsed, error)
 
     # -- series ----------------------------------------------------------------------------------
     def _series_for(self, query: Any) -> Series:

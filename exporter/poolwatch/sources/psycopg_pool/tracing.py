@@ -3,9 +3,10 @@
 ``opentelemetry-instrumentation-psycopg`` does not fit: its ``instrument_connection`` replaces
 the connection's ``cursor_factory`` with a subclass of psycopg's ``Cursor``, dropping the class
 the application (or Django) set. So the spans are poolwatch's own, the way the statements are
-timed: a subclass of the connection's class (poolwatch's timed one, itself deriving from the
-application's) whose ``execute``/``executemany`` run in a CLIENT span named by the statement's
-summary, with the semantic conventions' attributes. The tracer is a
+timed: a subclass of each of the connection's cursor classes (poolwatch's timed one, itself
+deriving from the application's) whose ``execute``, ``executemany``, ``stream()`` and ``copy()``
+run in a CLIENT span named by the statement's summary, with the semantic conventions' attributes,
+over the same span of time as the timing (:mod:`.methods`). The tracer is a
 :class:`poolwatch.backends.otel.tracing.RedactingTracer`: ``db.query.text`` has its literals
 replaced, and no parameter or user is written.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -24,6 +24,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from poolwatch.backends.otel.tracing import POOL_NAME_ATTRIBUTE, RedactingTracer, Tracing
 from poolwatch.core.state import PoolState
 from poolwatch.core.version import __version__
+from poolwatch.sources.psycopg_pool.methods import observed_call, observed_copy, observed_stream
+from poolwatch.sources.psycopg_pool.statements import FACTORIES
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.summary import operation_name, summarize_sql
 
@@ -48,22 +50,24 @@ class PsycopgTracing:
 
     def adopt(self, conn: Any) -> None:
         try:
-            factory = getattr(conn, "cursor_factory", None)
-            if not isinstance(factory, type) or factory in self._bases:
-                return
-            if not issubclass(factory, (psycopg.Cursor, psycopg.AsyncCursor)):
-                return
-            conn.cursor_factory = self._derive(factory)
-            self._connections.add(conn)
+            for attribute in FACTORIES:
+                factory = getattr(conn, attribute, None)
+                if not isinstance(factory, type) or factory in self._bases:
+                    continue
+                if not issubclass(factory, (psycopg.Cursor, psycopg.AsyncCursor)):
+                    continue
+                setattr(conn, attribute, self._derive(factory))
+                self._connections.add(conn)
         except Exception as e:
             self.state.errors.report("tracing", e)
 
     def uninstall(self) -> None:
         self.on = False
         for conn in list(self._connections):
-            base = self._bases.get(getattr(conn, "cursor_factory", None))  # type: ignore[arg-type]
-            if base is not None:
-                conn.cursor_factory = base
+            for attribute in FACTORIES:
+                base = self._bases.get(getattr(conn, attribute, None))  # type: ignore[arg-type]
+                if base is not None:
+                    setattr(conn, attribute, base)
         self._connections.clear()
 
     def _derive(self, base: type) -> type:
@@ -71,13 +75,21 @@ class PsycopgTracing:
             derived = self._derived.get(base)
             if derived is None:
                 is_async = issubclass(base, psycopg.AsyncCursor)
-                namespace = {
+                cls: Any = base  # a psycopg cursor class
+                begin, finish = self._begin, self._finish
+                namespace: dict[str, Any] = {
                     "__slots__": (),
                     "__module__": base.__module__,
                     "__qualname__": base.__qualname__,
-                    "execute": self._traced(getattr(base, "execute"), is_async),  # noqa: B009
-                    "executemany": self._traced(getattr(base, "executemany"), is_async),  # noqa: B009
+                    "execute": observed_call(cls.execute, begin, finish, is_async=is_async),
+                    "stream": observed_stream(cls.stream, begin, finish, is_async=is_async),
+                    "copy": observed_copy(cls.copy, begin, finish, is_async=is_async),
                 }
+                if not issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
+                    # A server-side cursor's executemany raises before any round trip.
+                    namespace["executemany"] = observed_call(
+                        cls.executemany, begin, finish, is_async=is_async
+                    )
                 derived = type(base.__name__, (base,), namespace)
                 self._derived[base] = derived
                 self._bases[derived] = base
@@ -109,50 +121,21 @@ class PsycopgTracing:
         span.set_attribute("error.type", classify_error(error))
         span.set_status(Status(StatusCode.ERROR))
 
-    def _traced(self, method: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-        tracing = self
+    def _begin(self, query: Any) -> Any:
+        if not self.on:
+            return None
+        try:
+            return self._start(query)
+        except Exception as e:
+            self.state.errors.report("tracing", e)
+            return None
 
-        def begin(query: Any) -> Any:
-            if not tracing.on:
-                return None
-            try:
-                return tracing._start(query)
-            except Exception as e:
-                tracing.state.errors.report("tracing", e)
-                return None
-
-        def finish(span: Any, error: BaseException | None) -> None:
-            if span is None:
-                return
-            try:
-                if error is not None:
-                    tracing._failed(span, error)
-                span.end()
-            except Exception as e:
-                tracing.state.errors.report("tracing", e)
-
-        if is_async:
-
-            async def traced_async(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                span = begin(query)
-                try:
-                    result = await method(cursor, query, *args, **kwargs)
-                except BaseException as e:
-                    finish(span, e)
-                    raise
-                finish(span, None)
-                return result
-
-            return traced_async
-
-        def traced(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            span = begin(query)
-            try:
-                result = method(cursor, query, *args, **kwargs)
-            except BaseException as e:
-                finish(span, e)
-                raise
-            finish(span, None)
-            return result
-
-        return traced
+    def _finish(self, span: Any, query: Any, error: BaseException | None) -> None:
+        if span is None:
+            return
+        try:
+            if error is not None:
+                self._failed(span, error)
+            span.end()
+        except Exception as e:
+            self.state.errors.report("tracing", e)
