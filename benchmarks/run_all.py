@@ -49,6 +49,8 @@ TRACED = ("connect_pass", "select1_sqlite", "select1_pg", "contention_pg")
 #: fraction of its time on the same workload (median of per-round pw_trace/otel ratios).
 TRACING_VS_OTEL = 0.90
 SCRAPE_BUDGET_MS = 50.0
+#: Bytes a dropped instrumented engine may leave held (tracemalloc, after a scrape).
+ENGINE_HELD_BYTES = 8192
 
 #: (name, script, extra args full, extra args quick, timeout full s, timeout quick s)
 STEPS: list[tuple[str, str, list[str], list[str], float, float]] = [
@@ -268,18 +270,25 @@ def judge(steps: dict[str, StepResult]) -> list[Row]:
 
     # engines left alive
     st = steps.get("engine_leak")
-    what = "1,000 engines instrumented + disposed: alive"
+    what = "1,000 engines instrumented + disposed: alive, held"
     if st is None or st.status != "ok":
         rows.append(unavailable("check:engine_leak", what, "0", st))
     else:
         d = {k: v for k, v in (st.data or {}).items() if k != "bare"}
         alive = sum(v["alive_engines"] + v["alive_pools"] for v in d.values())
+        # What a dropped engine leaves behind (bare: ~300 B of SQLAlchemy's own): an engine per
+        # tenant or job must not grow the process by a pool's trackers (~34 KiB) each time.
+        held = max(v.get("bytes_held_per_engine", 0) for v in d.values())
         detail = "; ".join(
-            f"{k}: {v['alive_engines']} engines, {v['alive_pools']} pools" for k, v in d.items()
+            f"{k}: {v['alive_engines']} engines, {v['alive_pools']} pools,"
+            f" {v.get('bytes_held_per_engine', 0)} B held each"
+            for k, v in d.items()
         )
+        ok = alive == 0 and held <= ENGINE_HELD_BYTES
         rows.append(
-            Row("check:engine_leak", what, detail, "-", "-", "0", "PASS" if alive == 0 else "FAIL")
-        )
+            Row("check:engine_leak", what, detail, "-", "-",
+                f"0 alive, <= {ENGINE_HELD_BYTES} B held", "PASS" if ok else "FAIL")
+        )  # fmt: skip
 
     # information: OpenTelemetry's psycopg instrumentation alone vs the bare pool
     for wl, (what, _) in OVERHEAD_BUDGET.items():

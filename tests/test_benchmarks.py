@@ -31,7 +31,7 @@ EXPECTED_ROWS = {
     "tracing on vs OTel alone: SELECT 1, SQLite": False,
     "tracing on vs OTel alone: SELECT 1, PG": True,
     "tracing on vs OTel alone: 32 threads / pool of 5, PG": True,
-    "1,000 engines instrumented + disposed: alive": False,
+    "1,000 engines instrumented + disposed: alive, held": False,
     "memory per instrumented pool (tracemalloc)": False,
     "floor: perf_counter pair / Histogram.observe / Gauge.inc": False,
     "floor: no-op cursor listener / do_execute wrap, SELECT 1": False,

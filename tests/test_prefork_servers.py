@@ -472,6 +472,58 @@ def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str)
     assert until(lambda: list(tmp.iterdir()), [], "private directory removed") == []
 
 
+@pytest.mark.parametrize("mode", ["lazy-apps", "no-master"])
+def test_uwsgi_modes_poolwatch_cannot_aggregate_say_so_and_serve_on(
+    env: dict[str, str], tmp_path: Path, mode: str
+) -> None:
+    """lazy-apps (each worker imports the app) and no --master (no post-fork hook): one WARNING
+    saying what to do, and the application serves its requests as without poolwatch."""
+    uwsgi = BIN / "uwsgi"
+    if not uwsgi.exists():
+        if IN_CI:
+            pytest.fail("uwsgi is in the test extra and did not install")
+        pytest.skip("uwsgi did not build here")
+    app_port = free_port()
+    extra = ["--master", "--lazy-apps", "--processes", "2"] if mode == "lazy-apps" else []
+    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", *extra, "--enable-threads",
+           "--die-on-term", "--need-app", "--disable-logging",
+           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    with server(cmd, env, tmp_path / "uwsgi.log") as srv:
+        wait_for_port(app_port, DEADLINE)
+        get(f"http://127.0.0.1:{app_port}/query")
+        wanted = "lazy-apps" if mode == "lazy-apps" else "without --master"
+        assert until(lambda: wanted in srv.output(), True, "warning"), srv.output()[-3000:]
+        assert "Traceback" not in srv.output()
+
+
+def test_uwsgi_lazy_apps_with_a_directory_of_your_own_is_one_scrape(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """README's lazy-apps line: PROMETHEUS_MULTIPROC_DIR set in uWSGI's environment, and the two
+    workers' pools are summed on the one port, with no warning."""
+    uwsgi = BIN / "uwsgi"
+    if not uwsgi.exists():
+        if IN_CI:
+            pytest.fail("uwsgi is in the test extra and did not install")
+        pytest.skip("uwsgi did not build here")
+    app_port, metrics_port = free_port(), free_port()
+    (tmp_path / "metrics").mkdir()
+    env["POOLWATCH_PORT"] = str(metrics_port)
+    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", "--master", "--lazy-apps",
+           "--processes", "2", "--enable-threads", "--die-on-term", "--need-app",
+           "--disable-logging", "--env", f"PROMETHEUS_MULTIPROC_DIR={tmp_path / 'metrics'}",
+           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    read = Reading(metrics_port, env["PW_POOL_NAME"])
+    with server(cmd, env, tmp_path / "uwsgi.log") as srv:
+        wait_for_port(app_port, DEADLINE)
+        wait_for_port(metrics_port, DEADLINE)
+        assert until(lambda: read("db_client_connection_max"), 10, "max") == 10
+        for _ in range(3):
+            get(f"http://127.0.0.1:{app_port}/query")
+        assert until(read.waits, 3, "waits") == 3
+        assert "lazy-apps" not in srv.output()
+
+
 def test_the_tools_are_pinned() -> None:
     constraints = (ROOT / "constraints.txt").read_text()
     for name in ("gunicorn==", "uvicorn==", "celery==", "uWSGI==", "redis=="):

@@ -32,20 +32,39 @@ import os
 
 from poolwatch.backends.multiprocess import SERVED_BY_MASTER, service
 from poolwatch.core import lifecycle
+from poolwatch.core.errors import logger
 from poolwatch.core.sampler import sampler
 
 __all__: list[str] = []
 
+_USER_DIR = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # before prepare_master() may set it
 service.prepare_master()
 # No master serves here (see above): the workers share the port.
 os.environ.pop(SERVED_BY_MASTER, None)
 
 try:
     import uwsgi
-    from uwsgidecorators import postfork
 except ImportError:  # imported outside uWSGI (tests, tools): nothing to hook
-    pass
-else:
+    uwsgi = None
+try:
+    from uwsgidecorators import postfork
+except Exception:  # without --master it raises a bare Exception, not ImportError
+    postfork = None
+if uwsgi is not None and postfork is None:
+    logger.warning(
+        "poolwatch: uWSGI runs without --master, which poolwatch.uwsgi needs (its post-fork "
+        "hook); the application runs on, each process's metrics are its own"
+    )
+elif uwsgi is not None and uwsgi.worker_id() > 0 and not _USER_DIR:
+    # lazy-apps: every worker imports the application itself, after the fork, so each would
+    # make a private directory of its own and serve only its own numbers as the service's.
+    logger.warning(
+        "poolwatch: uWSGI loads the application in each worker (lazy-apps), so poolwatch cannot "
+        "make one directory for all of them; set PROMETHEUS_MULTIPROC_DIR in uWSGI's environment "
+        "(env = PROMETHEUS_MULTIPROC_DIR=/run/yourapp/metrics, an empty directory) for one "
+        "scrape of the whole service"
+    )
+if uwsgi is not None and postfork is not None:
     service.remove_after_the_service()
     _previous = getattr(uwsgi, "atexit", None)
 
