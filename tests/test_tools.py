@@ -18,8 +18,9 @@ from sqlalchemy.pool import QueuePool
 
 import poolwatch
 from poolwatch import cli
-from poolwatch.tools import doctor, names
+from poolwatch.tools import findings, history, names
 from poolwatch.tools.promql import format_duration, parse_duration, selector_matchers
+from poolwatch.tools.rows import PoolRow, pool_rows
 from poolwatch.tools.scrape import (
     Read,
     bucket_quantile,
@@ -28,7 +29,7 @@ from poolwatch.tools.scrape import (
     samples_from_families,
 )
 from poolwatch.tools.sizing import Demand, recommend
-from poolwatch.tools.top import PoolRow, pool_rows, render_plain, render_table
+from poolwatch.tools.table import render_plain, render_table
 from tests.support.services import PrometheusServer, free_port, prometheus
 
 TOOLS = Path(poolwatch.__file__).parent / "tools"
@@ -260,14 +261,14 @@ def kinds(window: float = 60.0, server: tuple[float, float] | None = None,
           summaries: tuple[tuple[str, float, float], ...] = (), **values: float) -> list[str]:
     """The kinds doctor finds for one pool whose queries returned ``values``; ``server`` is the
     (fleet maxima, limit) of its server, ``summaries`` (summary, seconds, executions)."""
-    data = doctor._Data(
+    data = history.Data(
         values={name: (name, {KEY: v}) for name, v in values.items()},
         summaries=("", {(*KEY, s): secs for s, secs, _ in summaries}),
         summary_counts=("", {(*KEY, s): count for s, _, count in summaries}),
         info={KEY: {"server_address": "db", "server_port": "5432"}} if server else {},
         servers={("db", "5432"): {"demand": server[0], "limit": server[1]}} if server else {},
         fleet_promql={}, instances={})
-    return [f.kind for f in doctor._findings(doctor._Pool(data, KEY, window))]
+    return [f.kind for f in findings.find(findings.Pool(data, KEY, window))]
 
 
 def test_undersized_unless_the_statements_are_slow() -> None:
