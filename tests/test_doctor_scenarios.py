@@ -9,6 +9,7 @@ Bounded: one app process and one Prometheus (1 s scrapes), a 30 s window, a 20 s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -160,6 +161,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, s
 def test_top_once_against_live_endpoints_one_down(scenario: Scenario,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     down = f"127.0.0.1:{free_port()}"
+    # The leak watcher flags the leak pool's connection a second after the app started, on its
+    # own thread: on a loaded machine top could otherwise run before it has.
+    deadline = time.monotonic() + 30
+    leaked = re.compile(r'^poolwatch_connections_leaked\{[^}]*pool_name="leak"[^}]*\} 1\.0$', re.M)
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://{scenario.app}/metrics", timeout=10) as r:
+            if leaked.search(r.read().decode()):
+                break
+        time.sleep(0.2)
     code, snapshot, err = run_cli(capsys, "top", "--once", "--json", "--interval", "1",
                                   scenario.app, down)
     assert (code, err) == (0, "")
