@@ -423,6 +423,12 @@ def uwsgi_binary() -> Path:
     return uwsgi
 
 
+def uwsgi_command(uwsgi: Path, app_port: int, *flags: str) -> list[str]:
+    """uWSGI serving the test app (poolwatch's one line first) on ``app_port``, with ``flags``."""
+    return [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", *flags,
+            "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+
+
 def uwsgi_workers(master: int) -> list[int]:
     """The uWSGI processes the master forked (its other children are not uWSGI)."""
     with open(f"/proc/{master}/task/{master}/children") as f:
@@ -439,10 +445,9 @@ def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str)
     uwsgi = uwsgi_binary()
     app_port, metrics_port = free_port(), free_port()
     env["POOLWATCH_PORT"] = str(metrics_port)
-    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", "--master", "--processes", "2",
-           "--enable-threads", "--py-call-osafterfork", "--die-on-term", "--need-app",
-           "--disable-logging",
-           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    cmd = uwsgi_command(uwsgi, app_port, "--master", "--processes", "2", "--enable-threads",
+                        "--py-call-osafterfork", "--die-on-term", "--need-app",
+                        "--disable-logging")  # fmt: skip
     read = Reading(metrics_port, env["PW_POOL_NAME"])
     with server(cmd, env, tmp_path / "uwsgi.log") as srv:
         wait_for_port(app_port, DEADLINE)
@@ -487,9 +492,8 @@ def test_uwsgi_modes_poolwatch_cannot_aggregate_say_so_and_serve_on(
     uwsgi = uwsgi_binary()
     app_port = free_port()
     extra = ["--master", "--lazy-apps", "--processes", "2"] if mode == "lazy-apps" else []
-    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", *extra, "--enable-threads",
-           "--die-on-term", "--need-app", "--disable-logging",
-           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    cmd = uwsgi_command(uwsgi, app_port, *extra, "--enable-threads", "--die-on-term",
+                        "--need-app", "--disable-logging")  # fmt: skip
     with server(cmd, env, tmp_path / "uwsgi.log") as srv:
         wait_for_port(app_port, DEADLINE)
         get(f"http://127.0.0.1:{app_port}/query")
@@ -507,10 +511,9 @@ def test_uwsgi_lazy_apps_with_a_directory_of_your_own_is_one_scrape(
     app_port, metrics_port = free_port(), free_port()
     (tmp_path / "metrics").mkdir()
     env["POOLWATCH_PORT"] = str(metrics_port)
-    cmd = [str(uwsgi), "--http-socket", f"127.0.0.1:{app_port}", "--master", "--lazy-apps",
-           "--processes", "2", "--enable-threads", "--die-on-term", "--need-app",
-           "--disable-logging", "--env", f"PROMETHEUS_MULTIPROC_DIR={tmp_path / 'metrics'}",
-           "--module", "tests.prefork.wsgi_uwsgi:app", "--home", str(Path(sys.prefix))]  # fmt: skip
+    cmd = uwsgi_command(uwsgi, app_port, "--master", "--lazy-apps", "--processes", "2",
+                        "--enable-threads", "--die-on-term", "--need-app", "--disable-logging",
+                        "--env", f"PROMETHEUS_MULTIPROC_DIR={tmp_path / 'metrics'}")  # fmt: skip
     read = Reading(metrics_port, env["PW_POOL_NAME"])
     with server(cmd, env, tmp_path / "uwsgi.log") as srv:
         wait_for_port(app_port, DEADLINE)
