@@ -19,7 +19,6 @@ classes.
 from __future__ import annotations
 
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -28,6 +27,7 @@ from poolwatch.core import build as wrappers
 from poolwatch.core.settings import Settings
 from poolwatch.core.state import PoolState
 from poolwatch.core.tracker import PENDING_LIMIT, PoolTracker
+from poolwatch.sources.psycopg_pool.cursor_classes import CursorClasses
 from poolwatch.sources.psycopg_pool.methods import observed_call, observed_copy, observed_stream
 from poolwatch.sql.statement_timing import OTHER, StatementTiming
 from poolwatch.sql.summary import summarize_sql
@@ -35,10 +35,7 @@ from poolwatch.sql.summary import summarize_sql
 if TYPE_CHECKING:
     from poolwatch.core.hotpath import Series
 
-__all__ = ["FACTORIES", "PsycopgStatements"]
-
-FACTORIES = ("cursor_factory", "server_cursor_factory")
-"""The connection attributes holding the cursor classes that run its statements."""
+__all__ = ["PsycopgStatements"]
 
 _DIALECT = "postgresql"  # the readings of quotes and comments summaries and redaction agree on
 
@@ -54,10 +51,7 @@ def _nothing() -> None:
 class PsycopgStatements(StatementTiming):
     def __init__(self, state: PoolState, tracker: PoolTracker, settings: Settings) -> None:
         super().__init__(state, tracker, settings, _DIALECT)
-        # The connection's own class -> poolwatch's subclass of it; and back.
-        self._derived: dict[type, type] = {}
-        self._bases: dict[type, type] = {}
-        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._classes = CursorClasses(self._namespace)
         self._ignored = wrappers.Series("", "", _ignore, None, _nothing)
 
     def install(self) -> None:
@@ -65,64 +59,42 @@ class PsycopgStatements(StatementTiming):
 
     def uninstall(self) -> None:
         self.switch.on = False
-        for conn in list(self._connections):
-            for attribute in FACTORIES:
-                base = self._bases.get(getattr(conn, attribute, None))  # type: ignore[arg-type]
-                if base is not None:
-                    setattr(conn, attribute, base)
-        self._connections.clear()
+        self._classes.restore()
 
     # -- per connection ------------------------------------------------------------------------
     def adopt(self, conn: Any) -> None:
         """Time the statements of ``conn`` (a new connection of the pool)."""
         try:
-            for attribute in FACTORIES:
-                factory = getattr(conn, attribute, None)
-                if not isinstance(factory, type) or factory in self._bases:
-                    continue
-                derived = self._derive(factory)
-                if derived is not None:
-                    setattr(conn, attribute, derived)
-                    self._connections.add(conn)
+            self._classes.adopt(conn)
         except Exception as e:
             self.state.errors.report("statement", e)
 
-    def _derive(self, base: type) -> type | None:
-        with self._lock:
-            derived = self._derived.get(base)
-            if derived is not None:
-                return derived
-            is_async = issubclass(base, psycopg.AsyncCursor)
-            if not is_async and not issubclass(base, psycopg.Cursor):
-                return None
-            cls: Any = base  # a psycopg cursor class
-            namespace: dict[str, Any] = {
-                "__slots__": (),
-                "__module__": base.__module__,
-                "__qualname__": base.__qualname__,
-                "stream": observed_stream(cls.stream, self._begin, self._finish,
-                                          is_async=is_async),
-                "copy": observed_copy(cls.copy, self._begin, self._finish, is_async=is_async),
-            }  # fmt: skip
-            if issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
-                # Its execute declares the cursor and takes no ``prepare``; its executemany
-                # always raises NotSupportedError, before any round trip.
-                namespace["execute"] = observed_call(cls.execute, self._begin, self._finish,
-                                                     is_async=is_async)  # fmt: skip
-            else:
-                execute = (wrappers.async_cursor_execute_wrapper if is_async
-                           else wrappers.cursor_execute_wrapper)  # fmt: skip
-                args = (self.switch, self, self._cache, self._series_for, self.slow_threshold,
-                        PENDING_LIMIT)  # fmt: skip
-                namespace["execute"] = execute(cls.execute, *args)
-                namespace["executemany"] = observed_call(
-                    cls.executemany, self._begin, self._finish, is_async=is_async
-                )
-            derived = type(base.__name__, (base,), namespace)
-            derived._poolwatch = self  # type: ignore[attr-defined]
-            self._derived[base] = derived
-            self._bases[derived] = base
-            return derived
+    def _namespace(self, base: type) -> dict[str, Any] | None:
+        """What poolwatch's subclass of the cursor class ``base`` overrides."""
+        is_async = issubclass(base, psycopg.AsyncCursor)
+        if not is_async and not issubclass(base, psycopg.Cursor):
+            return None
+        cls: Any = base  # a psycopg cursor class
+        begin, finish = self._begin, self._finish
+        namespace: dict[str, Any] = {
+            "_poolwatch": self,
+            "stream": observed_stream(cls.stream, begin, finish, is_async=is_async),
+            "copy": observed_copy(cls.copy, begin, finish, is_async=is_async),
+        }
+        if issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
+            # Its execute declares the cursor and takes no ``prepare``; its executemany
+            # always raises NotSupportedError, before any round trip.
+            namespace["execute"] = observed_call(cls.execute, begin, finish, is_async=is_async)
+        else:
+            execute = (wrappers.async_cursor_execute_wrapper if is_async
+                       else wrappers.cursor_execute_wrapper)  # fmt: skip
+            args = (self.switch, self, self._cache, self._series_for, self.slow_threshold,
+                    PENDING_LIMIT)  # fmt: skip
+            namespace["execute"] = execute(cls.execute, *args)
+            namespace["executemany"] = observed_call(
+                cls.executemany, begin, finish, is_async=is_async
+            )
+        return namespace
 
     def _begin(self, query: Any) -> tuple[Series, float] | None:
         """Off the hot path (see :mod:`.methods`): the statement's series and its start."""

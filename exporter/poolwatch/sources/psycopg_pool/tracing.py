@@ -13,8 +13,6 @@ replaced, and no parameter or user is written.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
 
 import psycopg
@@ -24,8 +22,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from poolwatch.backends.otel.tracing import POOL_NAME_ATTRIBUTE, RedactingTracer, Tracing
 from poolwatch.core.state import PoolState
 from poolwatch.core.version import __version__
+from poolwatch.sources.psycopg_pool.cursor_classes import CursorClasses
 from poolwatch.sources.psycopg_pool.methods import observed_call, observed_copy, observed_stream
-from poolwatch.sources.psycopg_pool.statements import FACTORIES
 from poolwatch.sql.error_types import classify_error
 from poolwatch.sql.summary import operation_name, summarize_sql
 
@@ -42,58 +40,37 @@ class PsycopgTracing:
         )
         self._attributes = {"db.system.name": "postgresql", POOL_NAME_ATTRIBUTE: state.name}
         self._summaries: dict[str, str] = {}
-        self._derived: dict[type, type] = {}
-        self._bases: dict[type, type] = {}
-        self._lock = threading.Lock()
-        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._classes = CursorClasses(self._namespace)
         self.on = True
 
     def adopt(self, conn: Any) -> None:
         try:
-            for attribute in FACTORIES:
-                factory = getattr(conn, attribute, None)
-                if not isinstance(factory, type) or factory in self._bases:
-                    continue
-                if not issubclass(factory, (psycopg.Cursor, psycopg.AsyncCursor)):
-                    continue
-                setattr(conn, attribute, self._derive(factory))
-                self._connections.add(conn)
+            self._classes.adopt(conn)
         except Exception as e:
             self.state.errors.report("tracing", e)
 
     def uninstall(self) -> None:
         self.on = False
-        for conn in list(self._connections):
-            for attribute in FACTORIES:
-                base = self._bases.get(getattr(conn, attribute, None))  # type: ignore[arg-type]
-                if base is not None:
-                    setattr(conn, attribute, base)
-        self._connections.clear()
+        self._classes.restore()
 
-    def _derive(self, base: type) -> type:
-        with self._lock:
-            derived = self._derived.get(base)
-            if derived is None:
-                is_async = issubclass(base, psycopg.AsyncCursor)
-                cls: Any = base  # a psycopg cursor class
-                begin, finish = self._begin, self._finish
-                namespace: dict[str, Any] = {
-                    "__slots__": (),
-                    "__module__": base.__module__,
-                    "__qualname__": base.__qualname__,
-                    "execute": observed_call(cls.execute, begin, finish, is_async=is_async),
-                    "stream": observed_stream(cls.stream, begin, finish, is_async=is_async),
-                    "copy": observed_copy(cls.copy, begin, finish, is_async=is_async),
-                }
-                if not issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
-                    # A server-side cursor's executemany raises before any round trip.
-                    namespace["executemany"] = observed_call(
-                        cls.executemany, begin, finish, is_async=is_async
-                    )
-                derived = type(base.__name__, (base,), namespace)
-                self._derived[base] = derived
-                self._bases[derived] = base
-            return derived
+    def _namespace(self, base: type) -> dict[str, Any] | None:
+        """What the tracing subclass of the cursor class ``base`` overrides."""
+        if not issubclass(base, (psycopg.Cursor, psycopg.AsyncCursor)):
+            return None
+        is_async = issubclass(base, psycopg.AsyncCursor)
+        cls: Any = base  # a psycopg cursor class
+        begin, finish = self._begin, self._finish
+        namespace: dict[str, Any] = {
+            "execute": observed_call(cls.execute, begin, finish, is_async=is_async),
+            "stream": observed_stream(cls.stream, begin, finish, is_async=is_async),
+            "copy": observed_copy(cls.copy, begin, finish, is_async=is_async),
+        }
+        if not issubclass(base, (psycopg.ServerCursor, psycopg.AsyncServerCursor)):
+            # A server-side cursor's executemany raises before any round trip.
+            namespace["executemany"] = observed_call(
+                cls.executemany, begin, finish, is_async=is_async
+            )
+        return namespace
 
     def _start(self, query: Any) -> Any:
         summary = self._summary(query)
