@@ -120,9 +120,15 @@ def _contention_pg(params: dict[str, Any]) -> tuple[Engine, Run]:
             with connect() as c:
                 c.execute(text("SELECT 1"))
 
+    return engine, _threaded(threads, worker)
+
+
+def _threaded(threads: int, worker: Callable[[int, threading.Barrier], None]) -> Run:
+    """A run of n operations spread over ``threads`` threads of ``worker(count, barrier)``, which
+    waits on the barrier before its first: the clock covers start to last join (thread creation
+    is a few hundred µs, the same for every configuration)."""
+
     def run(n: int) -> None:
-        # n queries in total, spread over the threads; the clock covers start to last join
-        # (thread creation is a few hundred µs, the same for every configuration).
         per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
         barrier = threading.Barrier(threads + 1)
         ts = [threading.Thread(target=worker, args=(k, barrier)) for k in per]
@@ -132,7 +138,7 @@ def _contention_pg(params: dict[str, Any]) -> tuple[Engine, Run]:
         for t in ts:
             t.join()
 
-    return engine, run
+    return run
 
 
 # psycopg_pool: the same workloads on a pool of its own (opened at the first run, after the
@@ -198,17 +204,7 @@ def _pgpool_contention(params: dict[str, Any]) -> tuple[Any, Run]:
             with connection() as c:
                 c.execute("SELECT 1")
 
-    def run(n: int) -> None:
-        per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
-        barrier = threading.Barrier(threads + 1)
-        ts = [threading.Thread(target=worker, args=(k, barrier)) for k in per]
-        for t in ts:
-            t.start()
-        barrier.wait()
-        for t in ts:
-            t.join()
-
-    return pool, _opened(pool, run)
+    return pool, _opened(pool, _threaded(threads, worker))
 
 
 def _pgpool_async_select1(params: dict[str, Any]) -> tuple[Any, Run]:
