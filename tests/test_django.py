@@ -47,6 +47,9 @@ def agree(pool: Any, m: Reader, url: str, application_name: str) -> None:
 
 @pytest.fixture(scope="module")
 def project(postgres_url: str) -> Iterator[Any]:
+    # Set for this module only: a DJANGO_SETTINGS_MODULE left in os.environ reaches the servers
+    # later tests start (Celery's worker then loads Django settings it cannot import).
+    saved = {k: os.environ.get(k) for k in ("DJANGO_SETTINGS_MODULE", "POOLWATCH_TEST_PG")}
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.django_project.settings"
     os.environ.setdefault("POOLWATCH_TEST_PG", postgres_url)
     django.setup()
@@ -60,6 +63,11 @@ def project(postgres_url: str) -> Iterator[Any]:
         connections[alias].close()
         connections[alias].close_pool()
     poolwatch.django.uninstall()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_every_pooled_alias_under_its_name(project, postgres_url) -> None:
