@@ -20,6 +20,7 @@ and then, a bad return; ``broken``: a NullConnectionPool of one connection).
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import threading
 import time
@@ -163,18 +164,8 @@ def main() -> None:
                          leak_stacks=False)
     poolwatch.instrument(broken, name="broken", labels={"role": "reader"})
 
-    stop = threading.Event()
-    threads = [threading.Thread(target=busy_worker, args=(busy, stop), daemon=True)
-               for _ in range(BUSY_THREADS)]
-    threads.append(threading.Thread(target=quiet_worker, args=(quiet, stop), daemon=True))
-    threads.append(threading.Thread(target=broken_worker, args=(broken, stop), daemon=True))
-    for t in threads:
-        t.start()
-    print("app running", flush=True)
-    time.sleep(args.duration)
-    stop.set()
-    for t in threads:
-        t.join(BUSY_HOLD_SECONDS + 2)
+    run(args, [functools.partial(busy_worker, busy) for _ in range(BUSY_THREADS)]
+        + [functools.partial(quiet_worker, quiet), functools.partial(broken_worker, broken)])
     busy.dispose()
     quiet.dispose()
     broken.dispose()
