@@ -39,7 +39,7 @@ from _harness import BENCH_DIR, CONFIG_HELP, pg_url, worker_env, write_json
 
 WORKLOADS = (
     "connect_pass", "select1_sqlite", "select1_pg", "contention_pg",
-    "pgpool_connect_pass", "pgpool_select1", "pgpool_contention",
+    "pgpool_connect_pass", "pgpool_select1", "pgpool_contention", "pgpool_async_select1",
 )  # fmt: skip
 DEFAULT_CONFIGS = ("bare", "pw_null", "pw_pool", "pw", "pw_trace", "otel")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from bisect import bisect_left
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import text
 import poolwatch
 from poolwatch.core import build as wrappers
 from poolwatch.core import hotpath
+from poolwatch.core.state import PoolState
 from tests.support.builds import compiled_build
 from tests.support.pools import Reader
 from tests.test_statements import _series
@@ -95,6 +97,33 @@ def test_buckets_count_each_value_where_bisect_left_puts_it(build: str, bounds) 
         expected[bisect_left(bounds, v)] += 1
         total += v  # in recording order, as a C double adds them
     assert buckets.snapshot() == (expected, total)
+
+
+def test_the_wrappers_find_the_buckets_of_a_recorder_and_only_of_buckets(build: str) -> None:
+    # The wrappers call Buckets.add directly (C, no float made) where a recorder is a
+    # Buckets' record; any other recorder (an exemplar's, another backend's) is called as given.
+    module = hotpath if build == "interpreted" else compiled_build()
+    buckets = module.Buckets((0.5, 1.0))
+    assert module.cells_of(buckets.record) is buckets
+    assert module.cells_of(deque().append) is None
+    assert module.cells_of(lambda seconds: None) is None
+    if build == "compiled":  # the interpreted build's Buckets is another type
+        assert module.cells_of(hotpath.Buckets((0.5,)).record) is None
+    series = module.Series("SELECT", "SELECT t", buckets.record, None, lambda: None)
+    other = module.Series("SELECT", "SELECT t", deque().append, None, lambda: None)
+    assert series.cells is buckets and other.cells is None
+
+
+def test_the_orphans_flag_is_the_states_and_follows_the_build(build: str) -> None:
+    module = hotpath if build == "interpreted" else compiled_build()
+    state = PoolState("p")
+    state.has_orphans = True
+    assert state.orphans_flag.value is True
+    # A wrapper of either build reads a flag of its own build, with the state's value.
+    flag = module._flag_of(state)
+    assert type(flag) is module.Flag and flag.value is True and state.orphans_flag is flag
+    state.has_orphans = False
+    assert flag.value is False and state.has_orphans is False
 
 
 def test_waiting_callers_take_a_slot_each_and_give_it_back(

@@ -9,7 +9,7 @@ type annotations are never evaluated.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
@@ -18,6 +18,7 @@ bint = bool
 double = float
 longlong = int
 Py_ssize_t = int
+void: TypeAlias = None
 
 
 def final(cls: T) -> T:

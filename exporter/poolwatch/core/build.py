@@ -31,7 +31,7 @@ from poolwatch.core.errors import logger
 from poolwatch.core.setting_values import parse_bool
 
 __all__ = [
-    "COMPILED", "SEEN", "Buckets", "Series", "Switch", "async_checkin_wrapper",
+    "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
     "async_checkout_wrapper", "async_cursor_execute_wrapper", "checkin_wrapper",
     "checkout_wrapper", "compiled_build", "cursor_execute_wrapper", "execute_wrapper",
     "pure_python_requested",
@@ -108,9 +108,10 @@ def _choose() -> ModuleType:
 
 _module = _choose()
 COMPILED: bool = _module is not interpreted
-SEEN = interpreted.SEEN
 # Typed as the interpreted module's names; the compiled ones are the same source.
+SEEN = interpreted.SEEN
 Switch: type[interpreted.Switch] = interpreted.Switch
+Flag: type[interpreted.Flag] = interpreted.Flag
 Series: type[interpreted.Series] = interpreted.Series
 checkout_wrapper = interpreted.checkout_wrapper
 checkin_wrapper = interpreted.checkin_wrapper
@@ -125,6 +126,7 @@ defer values to a ``deque`` instead (see :mod:`poolwatch.backends.prometheus.his
 if COMPILED:
     Buckets = _module.Buckets
     Switch = _module.Switch
+    Flag = _module.Flag
     Series = _module.Series
     checkout_wrapper = _module.checkout_wrapper
     checkin_wrapper = _module.checkin_wrapper

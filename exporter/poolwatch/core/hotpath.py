@@ -54,7 +54,7 @@ if not cython.compiled:
     from time import perf_counter as _clock  # the same, interpreted
 
 __all__ = [
-    "COMPILED", "SEEN", "Buckets", "Series", "Switch", "async_checkin_wrapper",
+    "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
     "async_checkout_wrapper",
     "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper",
     "cursor_execute_wrapper", "execute_wrapper",
@@ -89,29 +89,23 @@ class Switch:
 
 @cython.final
 @cython.cclass
-class Series:
-    """One statement summary's recorders (see :class:`poolwatch.core.tracker.Sink`)."""
+class Flag:
+    """A flag of a :class:`poolwatch.core.state.PoolState` that a wrapper reads on every call:
+    compiled, a C field, where an attribute of the state was a dictionary lookup."""
 
-    operation: str = cython.declare(str, visibility="public")
-    summary: str = cython.declare(str, visibility="public")
-    record: Recorder = cython.declare(object, visibility="public")
-    pending: Callable[[], int] | None = cython.declare(object, visibility="public")
-    """None when ``record`` never defers (no call per statement to learn that nothing waits)."""
-    drain: Callable[[], None] = cython.declare(object, visibility="public")
+    value: bool = cython.declare(cython.bint, visibility="public")
 
-    def __init__(
-        self,
-        operation: str,
-        summary: str,
-        record: Recorder,
-        pending: Callable[[], int] | None,
-        drain: Callable[[], None],
-    ) -> None:
-        self.operation = operation
-        self.summary = summary
-        self.record = record
-        self.pending = pending
-        self.drain = drain
+    def __init__(self, value: bool = False) -> None:
+        self.value = value
+
+
+def _flag_of(state: Any) -> Flag:
+    """``state.orphans_flag``, of this build: a state made under the other one (the tests run
+    both builds' wrappers) gets one of this build, with its value."""
+    flag = state.orphans_flag
+    if type(flag) is not Flag:
+        flag = state.orphans_flag = Flag(flag.value)
+    return flag
 
 
 @cython.final
@@ -141,11 +135,18 @@ class Buckets:
         self.n = len(bounds)
         self.total = 0.0
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def record(self, value: cython.double) -> None:
         """Count ``value`` in the first bucket whose upper bound is >= it (``le``; +Inf last),
         the bucket ``bisect_left`` finds."""
+        self.add(value)
+
+    @cython.cfunc
+    @cython.inline
+    @cython.exceptval(check=False)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def add(self, value: cython.double) -> cython.void:
+        """:meth:`record`, for the wrappers here: a C call, with no float object made."""
         lo: cython.Py_ssize_t = 0
         hi: cython.Py_ssize_t = self.n
         mid: cython.Py_ssize_t
@@ -170,6 +171,45 @@ class Buckets:
         for i in range(self.n + 1):
             counts[i] = self.counts[i]  # type: ignore[index]
         return counts, self.total
+
+
+def cells_of(record: Any) -> Buckets | None:
+    """The :class:`Buckets` whose ``record`` ``record`` is, or None (an exemplar's recorder, the
+    multiprocess or OpenTelemetry backend's, the interpreted build's ``deque.append``). The
+    wrappers call a Buckets' :meth:`Buckets.add` directly: with the recorder called as a Python
+    method, its call and the float made for it were a third of a checkout's cost."""
+    owner = getattr(record, "__self__", None)
+    return owner if type(owner) is Buckets else None
+
+
+@cython.final
+@cython.cclass
+class Series:
+    """One statement summary's recorders (see :class:`poolwatch.core.tracker.Sink`)."""
+
+    operation: str = cython.declare(str, visibility="public")
+    summary: str = cython.declare(str, visibility="public")
+    record: Recorder = cython.declare(object, visibility="public")
+    pending: Callable[[], int] | None = cython.declare(object, visibility="public")
+    """None when ``record`` never defers (no call per statement to learn that nothing waits)."""
+    drain: Callable[[], None] = cython.declare(object, visibility="public")
+    cells: Buckets | None = cython.declare(Buckets, visibility="readonly")
+    """``record``'s :class:`Buckets` (see :func:`cells_of`), or None."""
+
+    def __init__(
+        self,
+        operation: str,
+        summary: str,
+        record: Recorder,
+        pending: Callable[[], int] | None,
+        drain: Callable[[], None],
+    ) -> None:
+        self.operation = operation
+        self.summary = summary
+        self.record = record
+        self.pending = pending
+        self.drain = drain
+        self.cells = cells_of(record)
 
 
 def checkout_wrapper(
@@ -203,6 +243,7 @@ def checkout_wrapper(
     errors = state.errors
     leaks = instrumentation.leaks  # fixed for the life of the instrumentation
     on_wait = instrumentation.on_wait
+    wait_cells: Buckets | None = cells_of(record_wait)
 
     def poolwatch_connect(timeout: Any = None) -> Any:
         t0: cython.double
@@ -234,7 +275,10 @@ def checkout_wrapper(
             checked_out.setdefault(record, t1)
             if unseen is not None and getattr(record, "_poolwatch_seen", None) is not switch:
                 unseen(record)
-            record_wait(t1 - t0)
+            if wait_cells is not None:
+                wait_cells.add(t1 - t0)
+            else:
+                record_wait(t1 - t0)
             if pending is not None and pending() > pending_limit:
                 drain()
             if leaks is not None:
@@ -270,6 +314,7 @@ def async_checkout_wrapper(
     errors = state.errors
     leaks = instrumentation.leaks
     on_wait = instrumentation.on_wait
+    wait_cells: Buckets | None = cells_of(record_wait)
 
     async def poolwatch_getconn(timeout: Any = None) -> Any:
         t0: cython.double
@@ -298,7 +343,10 @@ def async_checkout_wrapper(
             checked_out.setdefault(conn, t1)
             if unseen is not None and getattr(conn, "_poolwatch_seen", None) is not switch:
                 unseen(conn)
-            record_wait(t1 - t0)
+            if wait_cells is not None:
+                wait_cells.add(t1 - t0)
+            else:
+                record_wait(t1 - t0)
             if pending is not None and pending() > pending_limit:
                 drain()
             if leaks is not None:
@@ -317,9 +365,11 @@ def checkin_wrapper(
 ) -> Callable[[Any], None]:
     """``pool._return_conn`` timed: the hold time, recorded once the record is back."""
     state = instrumentation.state
+    orphans: Flag = _flag_of(state)
     checked_out: dict[Any, float] = state.checked_out
     errors = state.errors
     leaks = instrumentation.leaks
+    use_cells: Buckets | None = cells_of(record_use)
 
     def poolwatch_return_conn(record: Any) -> None:
         t1: cython.double
@@ -333,7 +383,7 @@ def checkin_wrapper(
             t0 = checked_out.pop(record, None)
             if t0 is None:
                 state.returned_unknown(record)
-            if state.has_orphans:
+            if orphans.value:
                 state.orphan_returned(record)
             if leaks is not None:
                 leaks.checked_in(record, t0)
@@ -344,7 +394,10 @@ def checkin_wrapper(
         finally:
             if t0 is not None:
                 try:
-                    record_use(t1 - t0)
+                    if use_cells is not None:
+                        use_cells.add(t1 - t0)
+                    else:
+                        record_use(t1 - t0)
                 except Exception as e:
                     errors.report("checkin", e)
 
@@ -359,6 +412,7 @@ def async_checkin_wrapper(
     checked_out: dict[Any, float] = state.checked_out
     errors = state.errors
     leaks = instrumentation.leaks
+    use_cells: Buckets | None = cells_of(record_use)
 
     async def poolwatch_putconn(conn: Any) -> None:
         t1: cython.double
@@ -380,7 +434,10 @@ def async_checkin_wrapper(
         finally:
             if t0 is not None:
                 try:
-                    record_use(t1 - t0)
+                    if use_cells is not None:
+                        use_cells.add(t1 - t0)
+                    else:
+                        record_use(t1 - t0)
                 except Exception as e:
                     errors.report("checkin", e)
 
@@ -428,7 +485,10 @@ def execute_wrapper(
                 raise
             elapsed = _clock() - t0
             try:
-                series.record(elapsed)
+                if series.cells is not None:
+                    series.cells.add(elapsed)
+                else:
+                    series.record(elapsed)
                 if series.pending is not None and series.pending() > pending_limit:
                     series.drain()
                 if slow is not None and elapsed >= slow:
@@ -456,7 +516,10 @@ def execute_wrapper(
             raise
         elapsed = _clock() - t0
         try:
-            series.record(elapsed)
+            if series.cells is not None:
+                series.cells.add(elapsed)
+            else:
+                series.record(elapsed)
             if series.pending is not None and series.pending() > pending_limit:
                 series.drain()
             if slow is not None and elapsed >= slow:
@@ -501,7 +564,10 @@ def cursor_execute_wrapper(
             raise
         elapsed = _clock() - t0
         try:
-            series.record(elapsed)
+            if series.cells is not None:
+                series.cells.add(elapsed)
+            else:
+                series.record(elapsed)
             if series.pending is not None and series.pending() > pending_limit:
                 series.drain()
             if slow is not None and elapsed >= slow:
@@ -543,7 +609,10 @@ def async_cursor_execute_wrapper(
             raise
         elapsed = _clock() - t0
         try:
-            series.record(elapsed)
+            if series.cells is not None:
+                series.cells.add(elapsed)
+            else:
+                series.record(elapsed)
             if series.pending is not None and series.pending() > pending_limit:
                 series.drain()
             if slow is not None and elapsed >= slow:

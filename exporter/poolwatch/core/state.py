@@ -117,8 +117,12 @@ class PoolState:
         self.checked_out: dict[Any, float] = {}
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self.orphans: weakref.WeakSet[Any] = weakref.WeakSet()
-        # A plain flag, because even an empty WeakSet costs a Python-level __len__ per checkin.
-        self.has_orphans = False
+        # Imported here: build reads the settings module, which reads the catalog, which
+        # imports this module.
+        from poolwatch.core import build
+
+        # Read by the checkin wrapper on every checkin (see has_orphans).
+        self.orphans_flag = build.Flag()
         # Enough slots for most pools from the start: the free list then never shrinks to
         # empty and back, which would reallocate it on every checkout.
         self.waiting_starts: list[float] = [_NOT_WAITING] * _WAITING_SLOTS
@@ -135,6 +139,16 @@ class PoolState:
         # Set by a source that must bring ``live`` up to date before it is read (psycopg_pool:
         # drop the connections the pool closed or discarded since the last collection).
         self.refresh: Callable[[], None] | None = None
+
+    @property
+    def has_orphans(self) -> bool:
+        """Whether ``orphans`` may hold a record: a flag, because even an empty WeakSet costs a
+        Python-level ``__len__`` per checkin."""
+        return self.orphans_flag.value
+
+    @has_orphans.setter
+    def has_orphans(self, value: bool) -> None:
+        self.orphans_flag.value = value
 
     def returned_unknown(self, record: Any) -> None:
         """A connection checked out before ``instrument()`` came back: it is the pool's, idle
