@@ -57,7 +57,7 @@ __all__ = [
     "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
     "async_checkout_wrapper",
     "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper",
-    "cursor_execute_wrapper", "execute_wrapper",
+    "cells_of", "cursor_execute_wrapper", "execute_wrapper",
 ]  # fmt: skip
 
 COMPILED: bool = cython.compiled
