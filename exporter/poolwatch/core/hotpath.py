@@ -55,9 +55,8 @@ if not cython.compiled:
 
 __all__ = [
     "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
-    "async_checkout_wrapper",
-    "async_cursor_execute_wrapper", "checkin_wrapper", "checkout_wrapper",
-    "cells_of", "cursor_execute_wrapper", "execute_wrapper",
+    "async_checkout_wrapper", "async_cursor_execute_wrapper", "cells_of", "checkin_wrapper",
+    "checkout_wrapper", "cursor_execute_wrapper", "execute_wrapper",
 ]  # fmt: skip
 
 COMPILED: bool = cython.compiled
