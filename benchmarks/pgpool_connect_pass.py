@@ -11,11 +11,7 @@ import sys
 
 from _harness import interleaved_main
 
-# Rounds of 5,000 operations (20 ms), as for SQLAlchemy's connect_pass: with 500 (2 ms), each
-# round was mostly a process warming its caches after the previous configuration's ran on the
-# same core, which costs the configuration with more code more (1.083-1.104x, against
-# 1.069-1.086x with 5,000; docs/performance.md, "Closing the last two rows").
-FULL = {"rounds": 30, "n": 5_000, "warmup": 5_000, "processes": 10}
+FULL = {"rounds": 40, "n": 500, "warmup": 1_000, "processes": 8}
 QUICK = {"rounds": 1, "n": 20, "warmup": 5, "processes": 1}
 CONFIGS = ("bare", "pw", "pw_py", "otel", "bare_aa")
 
