@@ -94,17 +94,9 @@ class Flag:
 
     value: bool = cython.declare(cython.bint, visibility="public")
 
-    def __init__(self, value: bool = False) -> None:
-        self.value = value
+    def __init__(self) -> None:
+        self.value = False
 
-
-def _flag_of(state: Any) -> Flag:
-    """``state.orphans_flag``, of this build: a state made under the other one (the tests run
-    both builds' wrappers) gets one of this build, with its value."""
-    flag = state.orphans_flag
-    if type(flag) is not Flag:
-        flag = state.orphans_flag = Flag(flag.value)
-    return flag
 
 
 @cython.final
@@ -188,7 +180,8 @@ class Series:
 
     operation: str = cython.declare(str, visibility="public")
     summary: str = cython.declare(str, visibility="public")
-    record: Recorder = cython.declare(object, visibility="public")
+    # Read-only, so that ``cells`` (derived from it) cannot go stale.
+    record: Recorder = cython.declare(object, visibility="readonly")
     pending: Callable[[], int] | None = cython.declare(object, visibility="public")
     """None when ``record`` never defers (no call per statement to learn that nothing waits)."""
     drain: Callable[[], None] = cython.declare(object, visibility="public")
@@ -364,7 +357,7 @@ def checkin_wrapper(
 ) -> Callable[[Any], None]:
     """``pool._return_conn`` timed: the hold time, recorded once the record is back."""
     state = instrumentation.state
-    orphans: Flag = _flag_of(state)
+    orphans: Flag = state.orphans_flag
     checked_out: dict[Any, float] = state.checked_out
     errors = state.errors
     leaks = instrumentation.leaks
