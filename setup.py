@@ -96,7 +96,8 @@ class BuildExt(build_ext):
         try:
             (compiled,) = cythonize(
                 [Extension(MODULE, [str(relative)])],
-                compiler_directives={"language_level": "3"},
+                # The interpreted branches of ``if cython.compiled:`` are unreachable here.
+                compiler_directives={"language_level": "3", "warn.unreachable": False},
                 quiet=True,
                 force=True,
             )

@@ -126,11 +126,15 @@ def test_the_orphans_flag_is_the_states_and_of_the_chosen_build(build: str) -> N
 
 
 def test_waiting_callers_take_a_slot_each_and_give_it_back(
-    build: str, postgres_url: str, registry, make_engine  # type: ignore[no-untyped-def]
+    build: str, postgres_url: str, registry, make_engine, monkeypatch  # type: ignore[no-untyped-def]
 ) -> None:
+    # Two slots to start with, so the third caller makes them grow.
+    monkeypatch.setattr("poolwatch.core.state._WAITING_SLOTS", 2)
     engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=10)
     handle = poolwatch.instrument(engine, registry=registry)
     state = handle.state
+    assert type(state.waiting) is (hotpath if build == "interpreted" else compiled_build()).Waiting
+    assert state.waiting.size == 2
     done: list[str] = []
 
     def checkout() -> None:
@@ -149,31 +153,54 @@ def test_waiting_callers_take_a_slot_each_and_give_it_back(
     # The start times come from the build's clock and are read against time.perf_counter():
     # the same clock in both builds, or this would be far off (or negative).
     assert snap.pending == 3 and 0 < snap.longest_wait < 5
-    slots = len(state.waiting_starts)  # a few dozen to start with
-    assert len(state.waiting_free) == slots - 3
+    assert len(state.waiting.starts()) == 3
+    slots = state.waiting.size  # grown: 3 (interpreted, one at a time) or 4 (compiled, doubled)
+    assert slots >= 3 and len(state.waiting.free_slots()) == slots - 3
     held.close()
     for t in threads:
         t.join()
     assert done == ["ok"] * 3
     # Every slot back, none counted, and the slots are reused rather than grown.
     assert state.snapshot().pending == 0 and state.snapshot().longest_wait == 0.0
-    assert sorted(state.waiting_free) == list(range(slots))
-    assert state.waiting_starts == [math.inf] * slots
-    # More callers than slots: the slots grow, then every one comes back.
-    state.waiting_free.clear()
-    held = engine.connect()
-    threads = [threading.Thread(target=checkout) for _ in range(2)]
+    assert sorted(state.waiting.free_slots()) == list(range(slots))
+    assert state.waiting.starts() == [] and state.waiting.size == slots
+
+
+def test_waiting_slots_are_never_shared_or_lost(build: str) -> None:
+    module = hotpath if build == "interpreted" else compiled_build()
+    waiting = module.Waiting(1)
+    assert waiting.starts() == [] and waiting.free_slots() == [0]
+    taken = [waiting.enter(float(i)) for i in range(5)]
+    assert sorted(taken) == list(range(5)) and sorted(waiting.starts()) == [0, 1, 2, 3, 4]
+    waiting.leave(taken[1])
+    assert sorted(waiting.starts()) == [0, 2, 3, 4]
+    assert waiting.enter(9.0) == taken[1]  # the slot just freed is the next one taken
+    waiting.leave(-1)  # no slot (compiled: no memory for one): nothing to give back
+    waiting.clear()
+    assert waiting.starts() == [] and sorted(waiting.free_slots()) == list(range(waiting.size))
+    with pytest.raises(ValueError, match="at least 1"):
+        module.Waiting(0)
+
+    # Threads taking and giving back slots at once: each slot holds one caller's start at a
+    # time (a shared slot would leave a start behind or a slot lost).
+    errors: list[str] = []
+
+    def churn(me: int) -> None:
+        for _ in range(5_000):  # bounded
+            slot = waiting.enter(float(me))
+            starts = waiting.starts()
+            if starts.count(float(me)) != 1:
+                errors.append(f"{me}: {starts}")
+            waiting.leave(slot)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    for _ in range(500):
-        if state.snapshot().pending == 2:
-            break
-        threading.Event().wait(0.01)
-    assert len(state.waiting_starts) == slots + 2 and state.snapshot().pending == 2
-    held.close()
     for t in threads:
         t.join()
-    assert sorted(state.waiting_free) == [slots, slots + 1] and state.snapshot().pending == 0
+    assert errors == []
+    assert waiting.starts() == [] and sorted(waiting.free_slots()) == list(range(waiting.size))
+    assert waiting.size <= 16  # at most 8 callers inside at once
 
 
 def test_both_builds_record_the_same_exact_metrics(
@@ -220,7 +247,8 @@ def test_both_builds_record_the_same_exact_metrics(
     # The one connection was opened before instrument(): adopted as idle from the pool's queue.
     assert (m.used, m.pending, m.idle) == (0, 0, 1)
     # The two callers that timed out gave their waiting slots back too.
-    assert sorted(handle.state.waiting_free) == list(range(len(handle.state.waiting_starts)))
+    waiting = handle.state.waiting
+    assert waiting.starts() == [] and sorted(waiting.free_slots()) == list(range(waiting.size))
     series = _series(registry, handle.name)
     assert series == {
         ("CREATE", "CREATE TABLE pw_hot", ""): 1,

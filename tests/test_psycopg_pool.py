@@ -122,6 +122,70 @@ def test_application_cursor_and_row_factories_are_kept(make_pool, registry, buil
         assert conn.cursor_factory is AppCursor
 
 
+def unsure(pool: Any) -> bool:
+    """Whether the pool's checkout wrapper checks each connection for one no seam saw opening."""
+    return bool(pool.__dict__["getconn"]._poolwatch.unsure.value)
+
+
+def test_checkouts_are_checked_for_unseen_connections_only_while_there_can_be_one(
+    make_pool, registry, postgres_url, build
+):  # fmt: skip
+    # Not open yet, or open with every connection idle: each connection it will ever hand out
+    # comes through the connect seam, or was prepared by instrument().
+    later = make_pool(min_size=1, max_size=1, open=False)
+    poolwatch.instrument(later, registry=registry)
+    assert not unsure(later)
+    later.open(wait=True)
+    with later.connection() as conn:
+        conn.execute("SELECT 1")
+    idle = make_pool(min_size=2, max_size=2)
+    idle.wait()
+    poolwatch.instrument(idle, registry=registry)
+    assert not unsure(idle)
+
+    # A connection out at instrument(): checked until the pool has nothing poolwatch did not
+    # record and prepare, which a collection finds once it is back.
+    pool = make_pool(min_size=2, max_size=2)
+    pool.wait()
+    early = pool.getconn()
+    handle = poolwatch.instrument(pool, registry=registry)
+    m = Reader(registry, handle.name)
+    assert unsure(pool)
+    assert (m.used, m.idle) == (0, 1)  # the early one is not counted until it is back
+    assert unsure(pool)
+    pool.putconn(early)
+    assert (m.used, m.idle) == (0, 2) and not unsure(pool)
+    held = [pool.getconn() for _ in range(2)]
+    for conn in held:
+        conn.execute("SELECT 1")
+    assert m("db_client_operation_duration_seconds_count", db_system_name="postgresql",
+             db_operation_name="SELECT", db_query_summary="SELECT", error_type="") == 2
+    assert (m.used, m.idle) == (2, 0)
+    for conn in held:
+        pool.putconn(conn)
+    assert agrees(pool, m, postgres_url)
+
+
+def test_a_connection_out_for_good_keeps_the_check_and_the_gauges_exact(
+    make_pool, registry, postgres_url, build
+):  # fmt: skip
+    pool = make_pool(min_size=3, max_size=3)
+    pool.wait()
+    forever = pool.getconn()  # a LISTEN loop's connection, say: never returned
+    handle = poolwatch.instrument(pool, registry=registry)
+    m = Reader(registry, handle.name)
+    for _ in range(3):
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert (m.used, m.idle) == (0, 2) and unsure(pool)
+    t = truth(pool, postgres_url, pool.kwargs["application_name"])
+    # The one out before instrument() is the pool's, not counted as used: it was never seen
+    # checked out.
+    assert t == {"pool_size": 3, "pool_available": 2, "server": 3}
+    pool.putconn(forever)
+    assert (m.used, m.idle) == (0, 3) and not unsure(pool)
+
+
 def test_timeouts_and_too_many_requests_are_told_apart(make_pool, registry, build):
     pool = make_pool(min_size=1, max_size=1, timeout=5, max_waiting=1)
     pool.wait()

@@ -230,11 +230,14 @@ def test_a_connection_opening_while_instrument_runs_is_timed(make_pool, registry
     pool = make_pool(min_size=1, max_size=1, configure=configure)
     assert opening.wait(10)
     handle = poolwatch.instrument(pool, registry=registry)
+    checks = pool.__dict__["getconn"]._poolwatch.unsure
+    assert checks.value  # a connection is opening: each checkout is checked
     release.set()
     m = Reader(registry, handle.name)
     with pool.connection() as conn:
         conn.execute("SELECT 1")
         assert (m.used, m.idle) == (1, 0)
+        assert not checks.value  # the one connection there is: seen
     assert count(m, "SELECT") == 1
     assert (m.used, m.idle) == (0, 1)
     t = truth(pool, postgres_url, pool.kwargs["application_name"])
@@ -261,6 +264,7 @@ def test_connections_opened_concurrently_with_instrument_are_all_timed(make_pool
         pool.putconn(conn)
     assert (m.used, m.idle) == (0, 6)
     assert truth(pool, postgres_url, name) == {"pool_size": 6, "pool_available": 6, "server": 6}
+    assert not pool.__dict__["getconn"]._poolwatch.unsure.value
 
 
 def test_an_async_connection_opening_while_instrument_runs_is_timed(postgres_url, registry,
@@ -288,8 +292,11 @@ def test_an_async_connection_opening_while_instrument_runs_is_timed(postgres_url
         release.set()
         m = Reader(registry, handle.name)
         try:
+            checks = pool.__dict__["getconn"]._poolwatch.unsure
+            assert checks.value
             async with pool.connection() as conn:
                 await conn.execute("SELECT 1")
+            assert not checks.value  # settled on the event loop, at that checkout
             assert count(m, "SELECT") == 1
             assert (m.used, m.idle) == (0, 1)
             assert server_connections(postgres_url, name) == 1

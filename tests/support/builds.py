@@ -11,7 +11,7 @@ from poolwatch.core import hotpath
 from tests.support.services import unavailable
 
 BUILDS = ("compiled", "interpreted")
-_WRAPPERS = ("Switch", "Series", "Flag", "checkout_wrapper", "checkin_wrapper", "execute_wrapper",
+_WRAPPERS = ("Switch", "Series", "Flag", "Waiting", "checkout_wrapper", "checkin_wrapper", "execute_wrapper",
              "async_checkout_wrapper", "async_checkin_wrapper", "cursor_execute_wrapper",
              "async_cursor_execute_wrapper")
 

@@ -19,6 +19,10 @@ double = float
 longlong = int
 Py_ssize_t = int
 void: TypeAlias = None
+# Pointers exist only compiled: code using them runs under ``if cython.compiled``.
+p_double: TypeAlias = Any
+p_Py_ssize_t: TypeAlias = Any
+NULL: Any = None
 
 
 def final(cls: T) -> T:
@@ -38,6 +42,7 @@ def _keep(function: T) -> T:
 
 
 cfunc = _keep
+ccall = _keep
 inline = _keep
 
 
@@ -51,3 +56,19 @@ def boundscheck(on: bool) -> Callable[[T], T]:
 
 def wraparound(on: bool) -> Callable[[T], T]:
     return _keep
+
+
+def cast(kind: Any, value: Any) -> Any:
+    return value
+
+
+def sizeof(kind: Any) -> int:
+    raise NotImplementedError("cython.sizeof: compiled only")
+
+
+def PyMem_Realloc(pointer: Any, size: int) -> Any:  # the C API's name
+    raise NotImplementedError("PyMem_Realloc: compiled only")
+
+
+def PyMem_Free(pointer: Any) -> None:
+    raise NotImplementedError("PyMem_Free: compiled only")

@@ -31,10 +31,10 @@ from poolwatch.core.errors import logger
 from poolwatch.core.setting_values import parse_bool
 
 __all__ = [
-    "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
-    "async_checkout_wrapper", "async_cursor_execute_wrapper", "checkin_wrapper",
-    "checkout_wrapper", "compiled_build", "cursor_execute_wrapper", "execute_wrapper",
-    "pure_python_requested",
+    "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "Waiting",
+    "async_checkin_wrapper", "async_checkout_wrapper", "async_cursor_execute_wrapper",
+    "checkin_wrapper", "checkout_wrapper", "compiled_build", "cursor_execute_wrapper",
+    "execute_wrapper", "pure_python_requested",
 ]  # fmt: skip
 
 
@@ -112,6 +112,7 @@ COMPILED: bool = _module is not interpreted
 SEEN = interpreted.SEEN
 Switch: type[interpreted.Switch] = interpreted.Switch
 Flag: type[interpreted.Flag] = interpreted.Flag
+Waiting: type[interpreted.Waiting] = interpreted.Waiting
 Series: type[interpreted.Series] = interpreted.Series
 checkout_wrapper = interpreted.checkout_wrapper
 checkin_wrapper = interpreted.checkin_wrapper
@@ -127,6 +128,7 @@ if COMPILED:
     Buckets = _module.Buckets
     Switch = _module.Switch
     Flag = _module.Flag
+    Waiting = _module.Waiting
     Series = _module.Series
     checkout_wrapper = _module.checkout_wrapper
     checkin_wrapper = _module.checkin_wrapper

@@ -22,6 +22,7 @@ its exception propagates unchanged, and an error while recording is reported, ne
 from __future__ import annotations
 
 import math
+import threading
 from array import array
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,10 @@ else:
 
 if TYPE_CHECKING or not cython.compiled:
     from time import perf_counter_ns as _ticks
+
+    from poolwatch.core._cython_shim import PyMem_Free, PyMem_Realloc  # compiled only
 else:
+    from cython.cimports.cpython.mem import PyMem_Free, PyMem_Realloc
     from cython.cimports.cpython.time import PyTime_PerfCounterRaw as _ticks
 
 
@@ -54,18 +58,17 @@ if not cython.compiled:
     from time import perf_counter as _clock  # the same, interpreted
 
 __all__ = [
-    "COMPILED", "SEEN", "Buckets", "Flag", "Series", "Switch", "async_checkin_wrapper",
-    "async_checkout_wrapper", "async_cursor_execute_wrapper", "cells_of", "checkin_wrapper",
-    "checkout_wrapper", "cursor_execute_wrapper", "execute_wrapper",
+    "COMPILED", "NOT_WAITING", "SEEN", "Buckets", "Flag", "Series", "Switch", "Waiting",
+    "async_checkin_wrapper", "async_checkout_wrapper", "async_cursor_execute_wrapper", "cells_of",
+    "checkin_wrapper", "checkout_wrapper", "cursor_execute_wrapper", "execute_wrapper",
 ]  # fmt: skip
 
 COMPILED: bool = cython.compiled
 NOT_WAITING = math.inf
-"""The start time of a free slot of ``PoolState.waiting_starts``."""
+"""The start time of a free slot of a :class:`Waiting`."""
 SEEN = "_poolwatch_seen"
 """The attribute a psycopg connection gets when poolwatch has prepared it: the instrumentation's
-:class:`Switch` (see ``unseen`` in :func:`checkout_wrapper`, which spells it as a literal: a
-constant string when compiled, not a lookup of this global)."""
+:class:`Switch`."""
 
 Recorder = Callable[[float], None]
 
@@ -97,6 +100,149 @@ class Flag:
     def __init__(self) -> None:
         self.value = False
 
+
+@cython.final
+@cython.cclass
+class Waiting:
+    """The start time of every caller inside a pool's checkout, one slot each: what the
+    ``pending`` gauge and the longest wait are read from. The slots grow to the most callers
+    ever inside at once, and are reused.
+
+    Compiled, two C arrays (the start times, and a stack of the free slots): :meth:`enter` and
+    :meth:`leave` run with the GIL held and call no Python code, so no two callers get the same
+    slot and no reader sees half a change, and a checkout makes no float or int object for them
+    (a list of start times and a list of free slots cost a tenth of the wrappers' work).
+    Interpreted, those two lists, whose ``pop`` and ``append`` are atomic.
+    """
+
+    _size: cython.Py_ssize_t
+    _nfree: cython.Py_ssize_t
+    _starts: cython.p_double
+    _free: cython.p_Py_ssize_t
+    _start_list: list[float]
+    _free_list: list[int]
+    _grow_lock: Any
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"Waiting: size must be at least 1, not {size}")
+        self._grow_lock = threading.Lock()
+        self._size = 0
+        self._nfree = 0
+        if cython.compiled:
+            self._starts = cython.NULL
+            self._free = cython.NULL
+            if not self._grow(size):
+                raise MemoryError()
+        else:
+            self._start_list = [NOT_WAITING] * size
+            self._free_list = list(range(size - 1, -1, -1))  # slot 0 is taken first
+
+    def __dealloc__(self) -> None:
+        if cython.compiled:
+            PyMem_Free(self._starts)
+            PyMem_Free(self._free)
+
+    @cython.cfunc
+    @cython.exceptval(check=False)
+    def _grow(self, size: cython.Py_ssize_t) -> cython.bint:
+        """Compiled: ``size`` slots, the new ones free; False if there is no memory for them
+        (nothing lost: a reallocated array keeps its slots). All C: no other caller runs in
+        between."""
+        i: cython.Py_ssize_t
+        starts = cython.cast(
+            cython.p_double, PyMem_Realloc(self._starts, size * cython.sizeof(cython.double))
+        )
+        if starts == cython.NULL:
+            return False
+        self._starts = starts
+        free = cython.cast(
+            cython.p_Py_ssize_t,
+            PyMem_Realloc(self._free, size * cython.sizeof(cython.Py_ssize_t)),
+        )
+        if free == cython.NULL:
+            return False
+        self._free = free
+        for i in range(size - 1, self._size - 1, -1):
+            self._starts[i] = NOT_WAITING
+            self._free[self._nfree] = i
+            self._nfree += 1
+        self._size = size
+        return True
+
+    @cython.ccall
+    @cython.exceptval(check=False)
+    def enter(self, start: cython.double) -> cython.Py_ssize_t:
+        """A free slot, now holding ``start``; compiled, -1 if there was none and no memory for
+        more (that caller is not counted: a checkout never fails for poolwatch)."""
+        slot: cython.Py_ssize_t
+        if cython.compiled:
+            if self._nfree == 0 and not self._grow(2 * self._size):
+                return -1
+            self._nfree -= 1
+            slot = self._free[self._nfree]
+            self._starts[slot] = start
+            return slot
+        try:
+            slot = self._free_list.pop()
+        except IndexError:
+            with self._grow_lock:
+                self._start_list.append(NOT_WAITING)
+                slot = len(self._start_list) - 1
+        self._start_list[slot] = start
+        return slot
+
+    @cython.ccall
+    @cython.exceptval(check=False)
+    def leave(self, slot: cython.Py_ssize_t) -> cython.void:
+        """Free ``slot`` (taken by :meth:`enter`)."""
+        if slot < 0:
+            return
+        if cython.compiled:
+            self._starts[slot] = NOT_WAITING
+            self._free[self._nfree] = slot
+            self._nfree += 1
+            return
+        self._start_list[slot] = NOT_WAITING
+        self._free_list.append(slot)
+
+    def starts(self) -> list[float]:
+        """The start time of every caller inside now."""
+        i: cython.Py_ssize_t
+        if cython.compiled:
+            # A list allocated and filled with no Python code run: read in one piece.
+            found = []
+            for i in range(self._size):
+                if self._starts[i] != NOT_WAITING:
+                    found.append(self._starts[i])
+            return found
+        return [start for start in list(self._start_list) if start != NOT_WAITING]
+
+    def free_slots(self) -> list[int]:
+        """The free slots, in no order."""
+        if cython.compiled:
+            return [self._free[i] for i in range(self._nfree)]
+        return list(self._free_list)
+
+    @property
+    def size(self) -> int:
+        """How many slots there are, taken or free."""
+        return self._size if cython.compiled else len(self._start_list)
+
+    def clear(self) -> None:
+        """Every slot free (in a child after ``fork()``: the callers inside were the parent's
+        threads). In place: the installed wrappers hold this object."""
+        i: cython.Py_ssize_t
+        self._grow_lock = threading.Lock()
+        if cython.compiled:
+            self._nfree = 0
+            for i in range(self._size - 1, -1, -1):
+                self._starts[i] = NOT_WAITING
+                self._free[self._nfree] = i
+                self._nfree += 1
+            return
+        self._start_list[:] = [NOT_WAITING] * len(self._start_list)
+        self._free_list[:] = list(range(len(self._start_list) - 1, -1, -1))
 
 
 @cython.final
@@ -204,6 +350,14 @@ class Series:
         self.cells = cells_of(record)
 
 
+def _watch(unseen: Callable[[Any], None] | None, unsure: Flag | None) -> Flag:
+    """The flag a checkout wrapper reads before calling ``unseen``: ``unsure``, or one never set
+    (compiled, the wrapper reads a C field and must not be handed None)."""
+    if (unseen is None) != (unsure is None):
+        raise ValueError("unseen and unsure are given together or not at all")
+    return unsure if unsure is not None else Flag()
+
+
 def checkout_wrapper(
     connect: Callable[..., Any],
     switch: Switch,
@@ -215,6 +369,7 @@ def checkout_wrapper(
     timeout_error: type[BaseException],
     key: str | None = "_connection_record",
     unseen: Callable[[Any], None] | None = None,
+    unsure: Flag | None = None,
 ) -> Callable[..., Any]:
     """``pool.connect`` (SQLAlchemy) or ``pool.getconn`` (psycopg_pool) timed: the wait, the
     waiting callers, the checkout time of the connection's key. ``pending`` is None when
@@ -222,15 +377,13 @@ def checkout_wrapper(
     identifies the connection (SQLAlchemy's fairy: its ``_connection_record``), or None for the
     object itself (a psycopg connection); compiled, ``getattr`` with a str costs what the
     attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``).
-    ``unseen`` (psycopg_pool) is called with a connection whose :data:`SEEN` attribute is not
-    this ``switch``, before it is handed over: one the pool opened while ``instrument()`` ran,
-    which no other seam saw."""
+    ``unseen`` (psycopg_pool) is called with every connection handed over while ``unsure`` is
+    set: while the pool may hold a connection no other seam saw opening."""
     state = instrumentation.state
-    # A slot per caller inside connect() (see PoolState.waiting_starts): a list pop and two
-    # item stores, where a dict keyed by start time hashed a float twice per checkout and
-    # resized under the churn of 30 waiters coming and going.
-    starts: list[float] = state.waiting_starts
-    free: list[int] = state.waiting_free
+    # A slot per caller inside connect(), where a dict keyed by start time hashed a float twice
+    # per checkout and resized under the churn of 30 waiters coming and going.
+    waiting: Waiting = state.waiting
+    watch: Flag = _watch(unseen, unsure)
     checked_out: dict[Any, float] = state.checked_out
     errors = state.errors
     leaks = instrumentation.leaks  # fixed for the life of the instrumentation
@@ -244,11 +397,7 @@ def checkout_wrapper(
         if not switch.on:
             return connect() if timeout is None else connect(timeout)
         t0 = _clock()
-        try:
-            slot = free.pop()  # atomic: no two callers get the same slot
-        except IndexError:
-            slot = state.new_waiting_slot()
-        starts[slot] = t0
+        slot = waiting.enter(t0)
         try:
             fairy = connect() if timeout is None else connect(timeout)
         except timeout_error as e:
@@ -259,14 +408,12 @@ def checkout_wrapper(
             raise
         t1 = _clock()
         try:
-            # State first: a broken metrics backend must not make the gauges drift. The slot
-            # is marked free before it is offered again.
-            starts[slot] = NOT_WAITING
-            free.append(slot)
+            # State first: a broken metrics backend must not make the gauges drift.
+            waiting.leave(slot)
             record = fairy if key is None else getattr(fairy, key)
             checked_out.setdefault(record, t1)
-            if unseen is not None and getattr(record, "_poolwatch_seen", None) is not switch:
-                unseen(record)
+            if watch.value:
+                unseen(record)  # type: ignore[misc]  # set whenever watch is
             if wait_cells is not None:
                 wait_cells.add(t1 - t0)
             else:
@@ -294,14 +441,15 @@ def async_checkout_wrapper(
     pending_limit: int,
     timeout_error: type[BaseException],
     unseen: Callable[[Any], None] | None = None,
+    unsure: Flag | None = None,
 ) -> Callable[..., Any]:
     """:func:`checkout_wrapper` for a coroutine ``connect`` (``AsyncConnectionPool.getconn``),
     keyed by the connection itself, ``unseen`` as there. A task cancelled while it waits frees its
     slot like any other failed checkout (``CancelledError`` is a ``BaseException``) and is not
     counted as an error."""
     state = instrumentation.state
-    starts: list[float] = state.waiting_starts
-    free: list[int] = state.waiting_free
+    waiting: Waiting = state.waiting
+    watch: Flag = _watch(unseen, unsure)
     checked_out: dict[Any, float] = state.checked_out
     errors = state.errors
     leaks = instrumentation.leaks
@@ -315,11 +463,7 @@ def async_checkout_wrapper(
         if not switch.on:
             return await (connect() if timeout is None else connect(timeout))
         t0 = _clock()
-        try:
-            slot = free.pop()
-        except IndexError:
-            slot = state.new_waiting_slot()
-        starts[slot] = t0
+        slot = waiting.enter(t0)
         try:
             conn = await (connect() if timeout is None else connect(timeout))
         except timeout_error as e:
@@ -330,11 +474,10 @@ def async_checkout_wrapper(
             raise
         t1 = _clock()
         try:
-            starts[slot] = NOT_WAITING
-            free.append(slot)
+            waiting.leave(slot)
             checked_out.setdefault(conn, t1)
-            if unseen is not None and getattr(conn, "_poolwatch_seen", None) is not switch:
-                unseen(conn)
+            if watch.value:
+                unseen(conn)  # type: ignore[misc]
             if wait_cells is not None:
                 wait_cells.add(t1 - t0)
             else:
@@ -355,7 +498,8 @@ def async_checkout_wrapper(
 def checkin_wrapper(
     return_conn: Callable[[Any], None], switch: Switch, instrumentation: Any, record_use: Recorder
 ) -> Callable[[Any], None]:
-    """``pool._return_conn`` timed: the hold time, recorded once the record is back."""
+    """``pool._return_conn`` timed: the hold time, recorded as the record goes back (one
+    ``try`` and no ``finally``: each cost an exception-state save per checkin)."""
     state = instrumentation.state
     orphans: Flag = state.orphans_flag
     checked_out: dict[Any, float] = state.checked_out
@@ -369,9 +513,9 @@ def checkin_wrapper(
             return_conn(record)
             return
         t1 = _clock()
-        t0 = None
         try:
-            # Before the record is back in the pool, where another thread may take it.
+            # Before the record is back in the pool, where another thread may take it. The
+            # state first: a broken metrics backend must not make the gauges drift.
             t0 = checked_out.pop(record, None)
             if t0 is None:
                 state.returned_unknown(record)
@@ -379,19 +523,14 @@ def checkin_wrapper(
                 state.orphan_returned(record)
             if leaks is not None:
                 leaks.checked_in(record, t0)
+            if t0 is not None:
+                if use_cells is not None:
+                    use_cells.add(t1 - t0)
+                else:
+                    record_use(t1 - t0)
         except Exception as e:
             errors.report("checkin", e)
-        try:
-            return_conn(record)
-        finally:
-            if t0 is not None:
-                try:
-                    if use_cells is not None:
-                        use_cells.add(t1 - t0)
-                    else:
-                        record_use(t1 - t0)
-                except Exception as e:
-                    errors.report("checkin", e)
+        return_conn(record)
 
     return poolwatch_return_conn
 
@@ -412,26 +551,20 @@ def async_checkin_wrapper(
             await putconn(conn)
             return
         t1 = _clock()
-        t0 = None
         try:
             t0 = checked_out.pop(conn, None)
             if t0 is None:
                 state.returned_unknown(conn)
             if leaks is not None:
                 leaks.checked_in(conn, t0)
+            if t0 is not None:
+                if use_cells is not None:
+                    use_cells.add(t1 - t0)
+                else:
+                    record_use(t1 - t0)
         except Exception as e:
             errors.report("checkin", e)
-        try:
-            await putconn(conn)
-        finally:
-            if t0 is not None:
-                try:
-                    if use_cells is not None:
-                        use_cells.add(t1 - t0)
-                    else:
-                        record_use(t1 - t0)
-                except Exception as e:
-                    errors.report("checkin", e)
+        await putconn(conn)
 
     return poolwatch_putconn
 

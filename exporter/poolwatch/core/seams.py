@@ -81,7 +81,7 @@ class CheckoutAccounting:
     ) -> None:
         t1 = time.perf_counter()
         try:
-            self.state.stop_waiting(slot)
+            self.state.waiting.leave(slot)
             if timed_out:
                 # A wait with no checkin to follow (pool_timeout=0 can produce them in a loop).
                 self.tracker.wait(self._timed_out_wait(t1 - t0))

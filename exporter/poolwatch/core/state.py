@@ -8,7 +8,6 @@ for them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 import weakref
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["PoolLimits", "PoolSet", "PoolSnapshot", "PoolState"]
 
 T = TypeVar("T")
-_NOT_WAITING = math.inf  # poolwatch.core.hotpath.NOT_WAITING: a free slot
 _WAITING_SLOTS = 64
 
 
@@ -104,10 +102,8 @@ class PoolState:
     ``checked_out`` maps each checked-out connection record to its checkout time; ``live`` holds
     the records whose DBAPI connection is open and owned by the engine's current pool (weakly,
     so an engine dropped by the application is collected with its connections);
-    ``waiting_starts`` holds the start time of every caller inside ``pool.connect()``, one slot
-    each, and ``inf`` in the slots listed in ``waiting_free`` (see
-    :func:`poolwatch.core.hotpath.checkout_wrapper`). The slots grow to the most callers ever
-    waiting at once and are reused.
+    ``waiting`` holds the start time of every caller inside ``pool.connect()``
+    (:class:`poolwatch.core.hotpath.Waiting`).
     """
 
     def __init__(self, name: str) -> None:
@@ -123,11 +119,8 @@ class PoolState:
 
         # Read by the checkin wrapper on every checkin (see has_orphans).
         self.orphans_flag = build.Flag()
-        # Enough slots for most pools from the start: the free list then never shrinks to
-        # empty and back, which would reallocate it on every checkout.
-        self.waiting_starts: list[float] = [_NOT_WAITING] * _WAITING_SLOTS
-        self.waiting_free: list[int] = list(range(_WAITING_SLOTS))
-        self._slots_lock = threading.Lock()
+        # Enough slots for most pools from the start, so they rarely grow.
+        self.waiting = build.Waiting(_WAITING_SLOTS)
         self.leaked: dict[Any, float] = {}
         self.errors = ErrorReporter(name)
         self.server_limits: ServerLimits | None = None
@@ -166,16 +159,6 @@ class PoolState:
             self.orphans.add(record)
         self.has_orphans = bool(self.orphans)
 
-    def new_waiting_slot(self) -> int:
-        """A slot for a caller that found none free (its start is set by the caller)."""
-        with self._slots_lock:
-            self.waiting_starts.append(_NOT_WAITING)
-            return len(self.waiting_starts) - 1
-
-    def stop_waiting(self, slot: int) -> None:
-        self.waiting_starts[slot] = _NOT_WAITING
-        self.waiting_free.append(slot)
-
     def disown_current_records(self) -> None:
         """Called after the engine swapped in a new pool: the old pool's records are no longer
         ours once they are idle; records still checked out stay counted as used until checkin."""
@@ -201,7 +184,6 @@ class PoolState:
         the parent's threads', which do not exist here and will never return them. The idle ones
         stay: they are in the child's copy of the pool. Cleared in place, because the installed
         wrappers hold these containers."""
-        self._slots_lock = threading.Lock()
         held = list(self.checked_out)
         self.checked_out.clear()
         for record in held:
@@ -211,8 +193,7 @@ class PoolState:
         self.orphans.clear()
         self.has_orphans = False
         self.leaked.clear()
-        self.waiting_starts[:] = [_NOT_WAITING] * len(self.waiting_starts)
-        self.waiting_free[:] = list(range(len(self.waiting_starts)))
+        self.waiting.clear()
 
     def snapshot(self) -> PoolSnapshot:
         if self.refresh is not None:
@@ -221,7 +202,7 @@ class PoolState:
         is_open = self.is_open
         live = {r for r in list(self.live) if is_open(r)}
         used_open = sum(1 for r in out if r in live)
-        waiting = [start for start in list(self.waiting_starts) if start != _NOT_WAITING]
+        waiting = self.waiting.starts()
         now = time.perf_counter()
         return PoolSnapshot(
             used=len(out),

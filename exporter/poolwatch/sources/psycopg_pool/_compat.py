@@ -22,6 +22,7 @@ __all__ = [
     "connect_seam",
     "explicit_name",
     "idle_connections",
+    "pool_lock",
 ]
 
 SUPPORTED = ">=3.2,<3.4"
@@ -92,6 +93,21 @@ def _no_idle() -> list[Any]:
         "before instrument() are counted once they have been checked out",
     )
     return []
+
+
+def pool_lock(pool: Any) -> Any:
+    """The lock a sync pool holds while it hands out, takes back, opens or closes connections
+    (its ``_lock``), or None (logged once)."""
+    lock = getattr(pool, "_lock", None)
+    if hasattr(lock, "acquire") and hasattr(lock, "release"):
+        return lock
+    _warn_once(
+        "_lock",
+        "poolwatch: cannot read the lock of this psycopg_pool; a pool instrumented while it had "
+        "connections out or opening keeps checking each checked-out connection for one no seam "
+        "saw opening",
+    )
+    return None
 
 
 def explicit_name(pool: Any) -> str | None:

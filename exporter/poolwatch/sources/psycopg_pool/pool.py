@@ -19,6 +19,7 @@ counters of bad returns and lost connections (``get_stats()``) become invalidati
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import weakref
@@ -96,6 +97,9 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
         self.is_async = isinstance(pool, AsyncConnectionPool)
         self._connect_seam = False
         self._stats_seen: dict[str, int] = {}
+        # Set while the pool may hold a connection no seam saw opening (see _settle): the
+        # checkout wrapper then checks each connection it hands over.
+        self.unsure = wrappers.Flag()
 
     # -- lifecycle -------------------------------------------------------------------------
     def install(self) -> None:
@@ -116,8 +120,10 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
             if connect is not None:
                 replaced.append((_compat.CONNECT_SEAM, connect, self._connect_wrapper(connect)))
             install_wrappers(pool, self, replaced)
-            for conn in _compat.idle_connections(pool):
-                self._adopt(conn)
+            # A pool not open yet (or closed) has no connection out or opening: all of its
+            # connections will come through the connect seam.
+            self.unsure.value = not (self._connect_seam and pool.closed)
+            self._settle(pool, in_loop=self._in_event_loop())
 
     def uninstall(self) -> None:
         with self._lock:
@@ -136,8 +142,9 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
 
     def _adopt(self, conn: Any) -> None:
         """Prepare a connection no seam saw opening: the idle ones at ``instrument()``, and at
-        its first checkout one the pool was opening while ``instrument()`` ran (its ``_connect``
-        began before the wrapper was in place) or opened without the connect seam."""
+        its first checkout (or found idle by :meth:`_settle`) one the pool was opening while
+        ``instrument()`` ran (its ``_connect`` began before the wrapper was in place), had out
+        then, or opened without the connect seam."""
         self._mark(conn)
         if not conn.closed:
             self.state.live.add(conn)
@@ -153,10 +160,63 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
             pass  # a connection class without a __dict__: prepared again at each checkout
 
     def _unseen(self, conn: Any) -> None:
+        """A checkout while ``unsure``: in the caller's thread (an async pool's: its event
+        loop's)."""
         try:
-            self._adopt(conn)
+            if getattr(conn, wrappers.SEEN, None) is not self.switch:
+                self._adopt(conn)
+                pool = self._pool()
+                if pool is not None:
+                    self._settle(pool, in_loop=self.is_async)
         except Exception as e:
             self.state.errors.report("checkout", e)
+
+    def _settle(self, pool: Any, *, in_loop: bool) -> None:
+        """While ``unsure``: prepare the idle connections no seam saw opening, and clear
+        ``unsure`` once the pool provably has no other: every connection it counts as out
+        (checked out, or opening) is one the checkout wrapper recorded and poolwatch prepared.
+        The wrapper records a checkout after the pool's ``getconn`` returns and forgets it
+        before ``putconn``, so what it holds is always a part of what the pool counts as out,
+        and the two are equal only when there is nothing else. Read with the pool's state still:
+        a sync pool's lock held, or an async pool's event loop running this (``in_loop``);
+        otherwise only the idle connections are prepared. A version without the connect seam
+        stays unsure."""
+        if not self.unsure.value:
+            return
+        switch = self.switch
+        lock = None if self.is_async else _compat.pool_lock(pool)
+        still = in_loop or lock is not None
+        if lock is not None:
+            lock.acquire()
+        try:
+            idle = _compat.idle_connections(pool)
+            if still:
+                stats = pool.get_stats()
+                out = list(self.state.checked_out)
+                still = (
+                    len(idle) == stats.get("pool_available", -1)
+                    and len(out) == stats.get("pool_size", -1) - len(idle)
+                    and all(getattr(conn, wrappers.SEEN, None) is switch for conn in out)
+                )
+        finally:
+            if lock is not None:
+                lock.release()
+        for conn in idle:
+            if getattr(conn, wrappers.SEEN, None) is not switch:
+                self._adopt(conn)
+        if still and self._connect_seam:
+            self.unsure.value = False
+
+    def _in_event_loop(self) -> bool:
+        """Whether this thread runs an event loop now (an async pool's, instrumented from a
+        coroutine)."""
+        if not self.is_async:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
 
     # -- collection time -------------------------------------------------------------------
     def refresh(self) -> None:
@@ -169,6 +229,11 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
         pool = self._pool()
         if pool is None:
             return
+        if self.unsure.value:
+            try:
+                self._settle(pool, in_loop=False)
+            except Exception as e:
+                self.state.errors.report("collect", e)
         counters = self._counters(pool)
         for key, kind, reason in _INVALIDATIONS:
             now, before = counters.get(key, 0), self._stats_seen.get(key, 0)
@@ -189,11 +254,11 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
         if self.is_async:
             return wrappers.async_checkout_wrapper(
                 getconn, self.switch, self, t.wait, pending, t.drain, PENDING_LIMIT, PoolTimeout,
-                self._unseen,
+                self._unseen, self.unsure,
             )  # fmt: skip
         return wrappers.checkout_wrapper(
             getconn, self.switch, self, t.wait, pending, t.drain, PENDING_LIMIT, PoolTimeout,
-            None, self._unseen,
+            None, self._unseen, self.unsure,
         )  # fmt: skip
 
     def _putconn_wrapper(self, putconn: Callable[[Any], Any]) -> Callable[[Any], Any]:
