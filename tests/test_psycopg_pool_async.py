@@ -104,3 +104,40 @@ def test_async_null_pool(postgres_url, registry, build):
             await pool.close()
 
     asyncio.run(main())
+
+
+def test_an_async_pool_instrumented_off_its_loop_is_settled_on_it(postgres_url, registry, build):
+    """instrument() from a thread that runs no event loop, with a connection out: the idle
+    connections are counted at once and prepared at their checkout, on the loop, where the pool
+    can be read still; the check for unseen connections then stops."""
+    name = app_name()
+
+    async def main() -> None:
+        pool = AsyncConnectionPool(conninfo(postgres_url), min_size=2, max_size=2,
+                                   kwargs={"application_name": name}, open=False)
+        await pool.open(wait=True)
+        try:
+            early = await pool.getconn()
+            handle = await asyncio.to_thread(poolwatch.instrument, pool, registry=registry)
+            checks = pool.__dict__["getconn"]._poolwatch.unsure
+            m = Reader(registry, handle.name)
+            assert checks.value
+            assert (m.used, m.idle) == (0, 1)  # the early one is not counted until it is back
+            await pool.putconn(early)
+            assert (m.used, m.idle) == (0, 2) and checks.value
+            a, b = await pool.getconn(), await pool.getconn()
+            assert not checks.value  # both prepared at their checkout, and nothing else out
+            for conn in (a, b):
+                await conn.execute("SELECT 1")
+            assert m("db_client_operation_duration_seconds_count", db_system_name="postgresql",
+                     db_operation_name="SELECT", db_query_summary="SELECT", error_type="") == 2
+            assert (m.used, m.idle) == (2, 0)
+            for conn in (a, b):
+                await pool.putconn(conn)
+            assert (m.used, m.idle) == (0, 2)
+            assert server_connections(postgres_url, name) == 2
+        finally:
+            poolwatch.uninstrument(pool)
+            await pool.close()
+
+    asyncio.run(main())

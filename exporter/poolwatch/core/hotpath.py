@@ -377,8 +377,11 @@ def checkout_wrapper(
     identifies the connection (SQLAlchemy's fairy: its ``_connection_record``), or None for the
     object itself (a psycopg connection); compiled, ``getattr`` with a str costs what the
     attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``).
-    ``unseen`` (psycopg_pool) is called with every connection handed over while ``unsure`` is
-    set: while the pool may hold a connection no other seam saw opening."""
+    ``unseen`` (psycopg_pool) is called, before it is handed over, with a connection whose
+    :data:`SEEN` attribute is not this ``switch``: one no other seam saw opening. It is looked
+    for only while ``unsure`` is set, while the pool may hold one (a ``getattr`` on every
+    checkout was a tenth of the wrapper's work); the literal is :data:`SEEN`, a constant string
+    when compiled."""
     state = instrumentation.state
     # A slot per caller inside connect(), where a dict keyed by start time hashed a float twice
     # per checkout and resized under the churn of 30 waiters coming and going.
@@ -412,7 +415,7 @@ def checkout_wrapper(
             waiting.leave(slot)
             record = fairy if key is None else getattr(fairy, key)
             checked_out.setdefault(record, t1)
-            if watch.value:
+            if watch.value and getattr(record, "_poolwatch_seen", None) is not switch:
                 unseen(record)  # type: ignore[misc]  # set whenever watch is
             if wait_cells is not None:
                 wait_cells.add(t1 - t0)
@@ -476,7 +479,7 @@ def async_checkout_wrapper(
         try:
             waiting.leave(slot)
             checked_out.setdefault(conn, t1)
-            if watch.value:
+            if watch.value and getattr(conn, "_poolwatch_seen", None) is not switch:
                 unseen(conn)  # type: ignore[misc]
             if wait_cells is not None:
                 wait_cells.add(t1 - t0)

@@ -160,14 +160,13 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
             pass  # a connection class without a __dict__: prepared again at each checkout
 
     def _unseen(self, conn: Any) -> None:
-        """A checkout while ``unsure``: in the caller's thread (an async pool's: its event
-        loop's)."""
+        """A checkout, while ``unsure``, of a connection no seam prepared: in the caller's
+        thread (an async pool's: its event loop's, where the pool can be read still)."""
         try:
-            if getattr(conn, wrappers.SEEN, None) is not self.switch:
-                self._adopt(conn)
-                pool = self._pool()
-                if pool is not None:
-                    self._settle(pool, in_loop=self.is_async)
+            self._adopt(conn)
+            pool = self._pool()
+            if pool is not None:
+                self._settle(pool, in_loop=self.is_async)
         except Exception as e:
             self.state.errors.report("checkout", e)
 
@@ -178,9 +177,10 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
         The wrapper records a checkout after the pool's ``getconn`` returns and forgets it
         before ``putconn``, so what it holds is always a part of what the pool counts as out,
         and the two are equal only when there is nothing else. Read with the pool's state still:
-        a sync pool's lock held, or an async pool's event loop running this (``in_loop``);
-        otherwise only the idle connections are prepared. A version without the connect seam
-        stays unsure."""
+        a sync pool's lock held, or an async pool's event loop running this (``in_loop``).
+        Otherwise (an async pool, from the collector's thread) the idle ones are only counted,
+        and prepared at their checkout, on the loop, which settles again. A version without the
+        connect seam stays unsure."""
         if not self.unsure.value:
             return
         switch = self.switch
@@ -202,8 +202,12 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
             if lock is not None:
                 lock.release()
         for conn in idle:
-            if getattr(conn, wrappers.SEEN, None) is not switch:
+            if getattr(conn, wrappers.SEEN, None) is switch:
+                continue
+            if in_loop or lock is not None:
                 self._adopt(conn)
+            elif not conn.closed:
+                self.state.live.add(conn)
         if still and self._connect_seam:
             self.unsure.value = False
 
