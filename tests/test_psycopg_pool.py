@@ -133,11 +133,14 @@ def test_checkouts_are_checked_for_unseen_connections_only_while_there_can_be_on
     # Not open yet, or open with every connection idle: each connection it will ever hand out
     # comes through the connect seam, or was prepared by instrument().
     later = make_pool(min_size=1, max_size=1, open=False)
-    poolwatch.instrument(later, registry=registry)
+    m_later = Reader(registry, poolwatch.instrument(later, registry=registry).name)
     assert not unsure(later)
     later.open(wait=True)
     with later.connection() as conn:
-        conn.execute("SELECT 1")
+        conn.execute("SELECT 1")  # on a connection the connect seam prepared
+    assert m_later("db_client_operation_duration_seconds_count", db_system_name="postgresql",
+                   db_operation_name="SELECT", db_query_summary="SELECT", error_type="") == 1
+    assert agrees(later, m_later, postgres_url)
     idle = make_pool(min_size=2, max_size=2)
     idle.wait()
     poolwatch.instrument(idle, registry=registry)

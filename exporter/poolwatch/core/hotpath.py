@@ -111,8 +111,8 @@ class Waiting:
     Compiled, two C arrays (the start times, and a stack of the free slots): :meth:`enter` and
     :meth:`leave` run with the GIL held and call no Python code, so no two callers get the same
     slot and no reader sees half a change, and a checkout makes no float or int object for them
-    (a list of start times and a list of free slots cost a tenth of the wrappers' work).
-    Interpreted, those two lists, whose ``pop`` and ``append`` are atomic.
+    (docs/performance.md, "The last row met"). Interpreted, two lists, whose ``pop`` and
+    ``append`` are atomic.
     """
 
     _size: cython.Py_ssize_t
@@ -126,7 +126,6 @@ class Waiting:
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError(f"Waiting: size must be at least 1, not {size}")
-        self._grow_lock = threading.Lock()
         self._size = 0
         self._nfree = 0
         if cython.compiled:
@@ -135,6 +134,7 @@ class Waiting:
             if not self._grow(size):
                 raise MemoryError()
         else:
+            self._grow_lock = threading.Lock()
             self._start_list = [NOT_WAITING] * size
             self._free_list = list(range(size - 1, -1, -1))  # slot 0 is taken first
 
@@ -233,7 +233,6 @@ class Waiting:
         """Every slot free (in a child after ``fork()``: the callers inside were the parent's
         threads). In place: the installed wrappers hold this object."""
         i: cython.Py_ssize_t
-        self._grow_lock = threading.Lock()
         if cython.compiled:
             self._nfree = 0
             for i in range(self._size - 1, -1, -1):
@@ -241,6 +240,7 @@ class Waiting:
                 self._free[self._nfree] = i
                 self._nfree += 1
             return
+        self._grow_lock = threading.Lock()  # the parent's may have been held at fork()
         self._start_list[:] = [NOT_WAITING] * len(self._start_list)
         self._free_list[:] = list(range(len(self._start_list) - 1, -1, -1))
 
@@ -379,9 +379,8 @@ def checkout_wrapper(
     attribute access did. ``timeout`` is passed on only when given (``getconn(timeout=...)``).
     ``unseen`` (psycopg_pool) is called, before it is handed over, with a connection whose
     :data:`SEEN` attribute is not this ``switch``: one no other seam saw opening. It is looked
-    for only while ``unsure`` is set, while the pool may hold one (a ``getattr`` on every
-    checkout was a tenth of the wrapper's work); the literal is :data:`SEEN`, a constant string
-    when compiled."""
+    for only while ``unsure`` is set, while the pool may hold one (docs/performance.md, "The
+    last row met"); the literal is :data:`SEEN`, a constant string when compiled."""
     state = instrumentation.state
     # A slot per caller inside connect(), where a dict keyed by start time hashed a float twice
     # per checkout and resized under the churn of 30 waiters coming and going.

@@ -185,15 +185,16 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
             return
         switch = self.switch
         lock = None if self.is_async else _compat.pool_lock(pool)
-        still = in_loop or lock is not None
+        steady = in_loop or lock is not None
+        proven = False
         if lock is not None:
             lock.acquire()
         try:
             idle = _compat.idle_connections(pool)
-            if still:
+            if steady:
                 stats = pool.get_stats()
                 out = list(self.state.checked_out)
-                still = (
+                proven = (
                     len(idle) == stats.get("pool_available", -1)
                     and len(out) == stats.get("pool_size", -1) - len(idle)
                     and all(getattr(conn, wrappers.SEEN, None) is switch for conn in out)
@@ -204,11 +205,11 @@ class PsycopgPoolInstrumentation(CheckoutAccounting):
         for conn in idle:
             if getattr(conn, wrappers.SEEN, None) is switch:
                 continue
-            if in_loop or lock is not None:
+            if steady:
                 self._adopt(conn)
             elif not conn.closed:
                 self.state.live.add(conn)
-        if still and self._connect_seam:
+        if proven and self._connect_seam:
             self.unsure.value = False
 
     def _in_event_loop(self) -> bool:
