@@ -218,8 +218,12 @@ def test_gunicorn_one_scrape_is_the_sum_of_every_worker(
         for _ in range(10):
             get(f"http://127.0.0.1:{app_port}/query")
         assert until(read.waits, holds + 10, "waits") == holds + 10
-        assert read.used() == 0
-        assert read("db_client_connection_use_time_seconds_count") == holds + 10
+        # Sampled about once a second: a flush can fall between the last checkout and its
+        # checkin.
+        assert until(read.used, 0, "used") == 0
+        uses = until(lambda: read("db_client_connection_use_time_seconds_count"), holds + 10,
+                     "uses")  # fmt: skip
+        assert uses == holds + 10
     # The master removed its private directory at exit.
     assert list(tmp.iterdir()) == []
 
@@ -404,7 +408,7 @@ def test_celery_prefork_pool(env: dict[str, str], tmp_path: Path, postgres_url: 
             for _ in range(5):
                 client.send_task("pw.query", queue=queue)
             assert until(read.waits, 7, "waits") == 7
-            assert read.used() == 0
+            assert until(read.used, 0, "used") == 0  # sampled: may trail the last checkin
         assert list(tmp.iterdir()) == []  # the private directory went with the worker
     finally:
         client.close()
@@ -476,7 +480,7 @@ def test_uwsgi_processes(env: dict[str, str], tmp_path: Path, postgres_url: str)
         for _ in range(5):
             get(f"http://127.0.0.1:{app_port}/query")
         assert until(read.waits, 6, "waits") == 6
-        assert read.used() == 0
+        assert until(read.used, 0, "used") == 0  # sampled: may trail the last checkin
     # The private directory goes when the last process has exited (uWSGI's master runs no
     # Python at exit: a process of poolwatch's removes it a moment after the master).
     tmp = Path(env["TMPDIR"])
